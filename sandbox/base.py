@@ -1,0 +1,104 @@
+"""What every fake SaaS API shares: a recorded list of calls and start/stop on a free loopback port.
+
+    fake = FakeOkta()
+    url = await fake.start()          # "http://127.0.0.1:54321"
+    ...                               # point the code under test at url
+    assert fake.calls_to("POST", "/api/v1/users/00u1/lifecycle/unlock")
+    await fake.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One request a fake received, kept for tests and the demo transcript to inspect."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    form: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+
+
+class FakeService:
+    """Base of the fakes: an aiohttp app whose every request is recorded before it is answered."""
+
+    def __init__(self) -> None:
+        self.calls: list[RecordedCall] = []
+        self.app = web.Application(middlewares=[self._record])
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self.call_event = asyncio.Event()
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        form: dict[str, str] = {}
+        payload: Any = None
+        ctype = request.headers.get("Content-Type", "")
+        if "application/x-www-form-urlencoded" in ctype:
+            form = {k: v[-1] for k, v in parse_qs(body.decode(errors="replace"), keep_blank_values=True).items()}
+        elif body:
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                payload = None
+        self.calls.append(
+            RecordedCall(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                body=body,
+                form=form,
+                json=payload,
+            )
+        )
+        self.call_event.set()
+        return await handler(request)
+
+    def calls_to(self, method: str, path: str) -> list[RecordedCall]:
+        return [c for c in self.calls if c.method == method and c.path == path]
+
+    async def wait_for_call(self, method: str, path: str, count: int = 1, timeout: float = 5.0) -> list[RecordedCall]:
+        """Wait until ``count`` calls to ``method path`` have arrived (event-driven, no sleeps)."""
+
+        async def _wait() -> list[RecordedCall]:
+            while len(found := self.calls_to(method, path)) < count:
+                self.call_event.clear()
+                await self.call_event.wait()
+            return found
+
+        return await asyncio.wait_for(_wait(), timeout)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        bound_port = sockets[0].getsockname()[1] if sockets else port
+        self.url = f"http://{host}:{bound_port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json"
+    )
