@@ -1,10 +1,10 @@
 """What every fake SaaS API shares: a recorded list of calls and start/stop on a free loopback port.
 
-    fake = FakeOkta()
-    url = await fake.start()          # "http://127.0.0.1:54321"
-    ...                               # point the code under test at url
-    assert fake.calls_to("POST", "/api/v1/users/00u1/lifecycle/unlock")
-    await fake.stop()
+fake = FakeOkta()
+url = await fake.start()          # "http://127.0.0.1:54321"
+...                               # point the code under test at url
+assert fake.calls_to("POST", "/api/v1/users/00u1/lifecycle/unlock")
+await fake.stop()
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class FakeService:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr,attr-defined]
         bound_port = sockets[0].getsockname()[1] if sockets else port
         self.url = f"http://{host}:{bound_port}"
         return self.url
@@ -99,6 +99,4 @@ class FakeService:
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json")

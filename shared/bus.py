@@ -1,0 +1,471 @@
+"""The bus: one NATS connection, the streams and buckets of Helpdesk Verify, and a consumer loop.
+
+A handler takes a typed message and returns (the bus acks), raises :class:`RetryLater` (nak with a
+delay: how a push wait stays durable), or :class:`Unprocessable` (logged, then terminated). Any other
+exception naks with a growing delay until ``max_deliver``, after which the message is terminated
+and logged as poison. Garbled bytes are terminated at once, with the reason logged.
+
+    bus = await Bus.connect(settings, name="okta-worker")
+    await bus.ensure_streams()
+    sub = await bus.consume(CMD_STREAM, "okta-worker", handle_command)
+    await bus.publish(CaseSnapshot(...), msg_id=f"{case_id}:{revision}")
+    reply = await bus.request(SearchUsers(...), SearchUsersReply, timeout=2.0)
+    await sub.stop(); await bus.close()
+
+Every subject, stream and bucket name is namespaced by ``NATS_PREFIX`` (empty by default), so
+several installs — or every test of a suite — can share one NATS server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from shared.logging import get_logger, new_unit_of_work
+from shared.messages import CASE_ID_HEADER, TYPE_HEADER, BadMessage, Message, decode
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+
+class BusError(RuntimeError):
+    """Base of the bus's errors."""
+
+
+class BusUnavailable(BusError):
+    """NATS could not be reached, or no one answered a request in time."""
+
+
+class RetryLater(Exception):
+    """Raised by a handler: nak the message, redeliver after ``delay`` seconds."""
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {delay:.1f}s")
+        self.delay = delay
+
+
+class Unprocessable(Exception):
+    """Raised by a handler: the message can never succeed; log the reason and terminate it."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
+    storage: StorageType = StorageType.FILE
+    max_age: float = 24 * 3600
+
+
+CMD_STREAM = StreamSpec("HELPDESK_CMD", ["helpdesk.cmd.>"], RetentionPolicy.WORK_QUEUE, max_age=3600)
+JOB_STREAM = StreamSpec("HELPDESK_JOBS", ["helpdesk.job.>"], RetentionPolicy.WORK_QUEUE, max_age=3600)
+CASE_STREAM = StreamSpec("HELPDESK_CASE", ["helpdesk.case.>"], max_age=24 * 3600)
+AUDIT_STREAM = StreamSpec("AUDIT", ["audit.>"], max_age=400 * 24 * 3600)
+STREAMS = (CMD_STREAM, JOB_STREAM, CASE_STREAM, AUDIT_STREAM)
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass
+class Delivery:
+    """Delivery facts a handler may want (how often this message was delivered, its subject)."""
+
+    subject: str
+    num_delivered: int
+    headers: dict[str, str] = field(default_factory=dict)
+    _msg: Msg | None = None
+
+    async def in_progress(self) -> None:
+        """Tell JetStream the handler is still working (resets ack_wait)."""
+        if self._msg is not None:
+            await self._msg.in_progress()
+
+
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+Responder = Callable[[Any], Awaitable[Message]]
+
+
+class Bus:
+    """The NATS connection of one service process."""
+
+    def __init__(self, nc: NatsClient, prefix: str = "", name: str = "helpdesk") -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.prefix = prefix.strip(".")
+        self.name = name
+        self._subscriptions: list[Subscription] = []
+        self._services: list[Any] = []
+
+    # -- connection -------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings, name: str, connect_timeout: float = 2.0, initial_attempts: int = 3
+    ) -> Bus:
+        settings.require("NATS_URL")
+        assert settings.nats_url is not None
+        clog = log.bind(service=name)
+
+        async def disconnected() -> None:
+            clog.warning("nats.disconnected")
+
+        async def reconnected() -> None:
+            clog.info("nats.reconnected")
+
+        async def error(exc: Exception) -> None:
+            clog.warning("nats.error", error=str(exc))
+
+        async def closed() -> None:
+            clog.info("nats.closed")
+
+        try:
+            nc = await nats.connect(
+                settings.nats_url,
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=initial_attempts,
+                reconnect_time_wait=0.5,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+                closed_cb=closed,
+                drain_timeout=5,
+            )
+        except Exception as exc:  # nats raises several types for an unreachable server
+            raise BusUnavailable(f"cannot connect to NATS at {settings.nats_url}: {type(exc).__name__}") from None
+        # Starting fails fast and clearly; once up, a service waits for NATS to come back, forever.
+        # (nats-py reads this option on every reconnect; -1 at connect time would retry the first connect forever.)
+        nc.options["max_reconnect_attempts"] = -1
+        return cls(nc, prefix=settings.nats_prefix, name=name)
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def close(self) -> None:
+        """Stop consumers first (unsubscribe pull subscriptions before drain), then drain."""
+        for sub in list(self._subscriptions):
+            await sub.stop()
+        for svc in list(self._services):
+            with contextlib.suppress(Exception):
+                await svc.unsubscribe()
+        self._services.clear()
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), 6.0)
+        except (TimeoutError, ConnectionClosedError, Exception):
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+    # -- names ------------------------------------------------------------------------------
+
+    def subject(self, subject: str) -> str:
+        return f"{self.prefix}.{subject}" if self.prefix else subject
+
+    def unprefixed(self, subject: str) -> str:
+        if self.prefix and subject.startswith(self.prefix + "."):
+            return subject[len(self.prefix) + 1 :]
+        return subject
+
+    def stream_name(self, name: str) -> str:
+        return _NAME_OK.sub("_", f"{self.prefix}_{name}") if self.prefix else name
+
+    def bucket_name(self, name: str) -> str:
+        return _NAME_OK.sub("_", f"{self.prefix}_{name}") if self.prefix else name
+
+    # -- topology ---------------------------------------------------------------------------
+
+    async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
+        """Create (or update) the streams; safe to call from every replica at every start."""
+        for spec in specs:
+            config = StreamConfig(
+                name=self.stream_name(spec.name),
+                subjects=[self.subject(s) for s in spec.subjects],
+                retention=spec.retention,
+                storage=spec.storage,
+                max_age=spec.max_age,
+                duplicate_window=120.0,
+            )
+            try:
+                await self.js.add_stream(config)
+            except Exception:
+                await self.js.update_stream(config)
+
+    async def streams_present(self) -> bool:
+        try:
+            for spec in STREAMS:
+                await self.js.stream_info(self.stream_name(spec.name))
+        except Exception:
+            return False
+        return True
+
+    async def key_value(self, name: str, ttl: float | None = None, history: int = 1) -> KeyValue:
+        """The KV bucket ``name`` (namespaced), created on first use."""
+        bucket = self.bucket_name(name)
+        try:
+            return await self.js.key_value(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            return await self.js.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl))
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def _headers(self, message: Message, msg_id: str | None) -> dict[str, str]:
+        headers = {TYPE_HEADER: type(message).__name__}
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+        if (cid := message.correlation_id()) is not None:
+            headers[CASE_ID_HEADER] = cid
+        return headers
+
+    async def publish(self, message: Message, msg_id: str | None = None, timeout: float = 2.0) -> bool:
+        """Publish to JetStream; ``msg_id`` deduplicates within 2 minutes. Returns False for a duplicate."""
+        try:
+            ack = await self.js.publish(
+                self.subject(message.subject()),
+                message.encode(),
+                timeout=timeout,
+                headers=self._headers(message, msg_id),
+            )
+        except (NatsTimeoutError, NoRespondersError, ConnectionClosedError, TimeoutError) as exc:
+            raise BusUnavailable(f"publish to {message.subject()} failed: {type(exc).__name__}") from None
+        return not ack.duplicate
+
+    async def request(self, message: Message, reply_type: type[M], timeout: float = 2.0) -> M:
+        """Core request/reply with a deadline; ``BusUnavailable`` on timeout or no responders."""
+        try:
+            msg = await self.nc.request(
+                self.subject(message.subject()),
+                message.encode(),
+                timeout=timeout,
+                headers=self._headers(message, None),
+            )
+        except NoRespondersError:
+            raise BusUnavailable(f"no responders on {message.subject()}") from None
+        except (NatsTimeoutError, TimeoutError, ConnectionClosedError) as exc:
+            raise BusUnavailable(f"request on {message.subject()} failed: {type(exc).__name__}") from None
+        try:
+            return reply_type.decode_bytes(msg.data)
+        except BadMessage as exc:
+            raise BusError(str(exc)) from None
+
+    async def serve(self, message_type: type[M], responder: Callable[[M], Awaitable[Message]], queue: str) -> None:
+        """Answer requests on ``message_type.SUBJECT`` (queue group: one replica answers each)."""
+        slog = log.bind(subject=message_type.SUBJECT)
+
+        async def on_request(msg: Msg) -> None:
+            new_unit_of_work(case_id=(msg.headers or {}).get(CASE_ID_HEADER))
+            try:
+                request = message_type.decode_bytes(msg.data)
+            except BadMessage as exc:
+                slog.warning("bus.request.rejected", reason=str(exc))
+                return
+            try:
+                reply = await responder(request)
+            except Exception:
+                slog.exception("bus.request.failed")
+                return
+            with contextlib.suppress(Exception):
+                await msg.respond(reply.encode())
+
+        sub = await self.nc.subscribe(self.subject(message_type.SUBJECT), queue=queue, cb=on_request)
+        self._services.append(sub)
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        stream: StreamSpec,
+        durable: str,
+        handler: Handler,
+        filter_subject: str | None = None,
+        max_deliver: int = 5,
+        ack_wait: float = 30.0,
+        max_in_flight: int = 64,
+        deliver_new: bool = False,
+    ) -> Subscription:
+        """Start a durable pull consumer shared by every replica that uses the same ``durable``."""
+        sub = Subscription(
+            bus=self,
+            stream=self.stream_name(stream.name),
+            durable=_NAME_OK.sub("_", durable),
+            subject=self.subject(filter_subject or stream.subjects[0]),
+            handler=handler,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+            max_in_flight=max_in_flight,
+            deliver_new=deliver_new,
+        )
+        await sub.start()
+        self._subscriptions.append(sub)
+        return sub
+
+
+class Subscription:
+    """A consumer loop: fetch, dispatch to the handler with bounded concurrency, settle each message."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        stream: str,
+        durable: str,
+        subject: str,
+        handler: Handler,
+        max_deliver: int,
+        ack_wait: float,
+        max_in_flight: int,
+        deliver_new: bool,
+    ) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.durable = durable
+        self.subject = subject
+        self.handler = handler
+        self.max_deliver = max_deliver
+        self.config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max(1000, max_in_flight * 4),
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
+        )
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._psub: Any = None
+        self._stopping = False
+        self.log = log.bind(consumer=durable, stream=stream)
+
+    async def start(self) -> None:
+        await self._subscribe()
+        self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.durable}")
+
+    async def _subscribe(self) -> None:
+        self._psub = await self.bus.js.pull_subscribe(
+            self.subject, durable=self.durable, stream=self.stream, config=self.config
+        )
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            free = self._max_in_flight - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self._psub.fetch(batch=free, timeout=1.0)
+                failures = 0
+            except (NatsTimeoutError, TimeoutError):
+                continue  # nothing pending: by design
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.log.warning("bus.fetch.failed", error=type(exc).__name__, failures=failures)
+                await asyncio.sleep(min(0.2 * failures, 2.0))
+                if failures >= 3 and self.bus.is_connected:
+                    # A pull subscription may stop after a server restart (nats.py #504): re-create it.
+                    with contextlib.suppress(Exception):
+                        await self._psub.unsubscribe()
+                    with contextlib.suppress(Exception):
+                        await self._subscribe()
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._settle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, msg: Msg) -> None:
+        headers = dict(msg.headers or {})
+        new_unit_of_work(case_id=headers.get(CASE_ID_HEADER))
+        subject = self.bus.unprefixed(msg.subject)
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        try:
+            message = decode(subject, msg.data)
+        except BadMessage as exc:
+            self.log.warning("bus.message.rejected", subject=subject, reason=str(exc))
+            await _quietly(msg.term())
+            return
+        delivery = Delivery(subject=subject, num_delivered=delivered, headers=headers, _msg=msg)
+        try:
+            await self.handler(message, delivery)
+        except RetryLater as retry:
+            await _quietly(msg.nak(delay=retry.delay))
+            return
+        except Unprocessable as exc:
+            self.log.warning("bus.message.unprocessable", subject=subject, reason=str(exc))
+            await _quietly(msg.term())
+            return
+        except asyncio.CancelledError:
+            await _quietly(msg.nak())
+            raise
+        except Exception as exc:
+            if delivered >= self.max_deliver:
+                self.log.error("bus.message.poison", subject=subject, deliveries=delivered, error=type(exc).__name__)
+                await _quietly(msg.term())
+            else:
+                self.log.warning(
+                    "bus.handler.failed",
+                    subject=subject,
+                    deliveries=delivered,
+                    error=type(exc).__name__,
+                    exc_info=True,
+                )
+                await _quietly(msg.nak(delay=min(0.5 * 2**delivered, 15.0)))
+            return
+        await _quietly(msg.ack())
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop fetching, let in-flight handlers finish (up to ``grace`` s), then unsubscribe."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+        # Acks are fire-and-forget publishes: flush so the server has them before we go.
+        with contextlib.suppress(Exception):
+            await self.bus.nc.flush(timeout=2)
+        if self._psub is not None:
+            with contextlib.suppress(Exception):
+                await self._psub.unsubscribe()
+        if self in self.bus._subscriptions:
+            self.bus._subscriptions.remove(self)
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    # Settling can fail when the connection drops; JetStream redelivers after ack_wait anyway.
+    with contextlib.suppress(Exception):
+        await awaitable

@@ -1,0 +1,104 @@
+"""Fixed-window counters in NATS KV, shared by every replica: challenge limits, SMS velocity limits.
+
+Each window is one key created with a per-key TTL, so it disappears by itself when the window ends.
+Increments are compare-and-swap writes that carry the remaining TTL: ``kv.update`` would write a
+revision *without* TTL (see reference/tooling.md), so we publish to ``$KV.<bucket>.<key>`` with
+``Nats-Expected-Last-Subject-Sequence`` and ``msg_ttl`` instead.
+
+    limiter = await RateLimiter.create(bus, "challenge_limits")
+    decision = await limiter.hit("target:00u123", limit=5, window=3600)
+    if not decision.allowed:
+        ...  # decision.retry_after seconds until the window ends
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import orjson
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from shared.bus import Bus, BusError
+
+_KEY_OK = re.compile(r"[^-/_.a-zA-Z0-9]")
+
+
+def kv_key(raw: str) -> str:
+    """A KV-safe key: other characters (``+``, ``@``, ``:``…) become ``=XX`` hex escapes."""
+    return _KEY_OK.sub(lambda m: "".join(f"={b:02X}" for b in m.group().encode()), raw)
+
+
+@dataclass(frozen=True)
+class LimitDecision:
+    allowed: bool
+    count: int
+    retry_after: float
+
+
+class RateLimiter:
+    def __init__(self, kv: KeyValue, bucket: str, bus: Bus) -> None:
+        self.kv = kv
+        self.bucket = bucket
+        self.bus = bus
+
+    @classmethod
+    async def create(cls, bus: Bus, name: str) -> RateLimiter:
+        kv = await bus.key_value(name, history=1)
+        return cls(kv, bus.bucket_name(name), bus)
+
+    async def count(self, key: str) -> int:
+        entry = await self._get(kv_key(key))
+        if entry is None:
+            return 0
+        count, reset = entry[0], entry[1]
+        return count if reset > time.time() else 0
+
+    async def hit(self, key: str, limit: int, window: int) -> LimitDecision:
+        """Count one event for ``key``; refused (and not counted) once ``limit`` is reached in the window."""
+        safe = kv_key(key)
+        for _ in range(20):
+            now = time.time()
+            current = await self._get(safe)
+            if current is None or current[1] <= now:
+                reset = now + window
+                value = orjson.dumps({"n": 1, "reset": reset})
+                try:
+                    if current is None:
+                        await self.kv.create(safe, value, msg_ttl=max(1, int(window)))
+                    else:
+                        await self._cas(safe, value, current[2], window)
+                except (KeyWrongLastSequenceError, APIError):
+                    continue  # another replica wrote first: read again
+                return LimitDecision(allowed=limit >= 1, count=1, retry_after=0.0 if limit >= 1 else window)
+            count, reset, revision = current
+            if count >= limit:
+                return LimitDecision(allowed=False, count=count, retry_after=max(0.0, reset - now))
+            value = orjson.dumps({"n": count + 1, "reset": reset})
+            try:
+                await self._cas(safe, value, revision, max(1, math.ceil(reset - now)))
+            except (KeyWrongLastSequenceError, APIError):
+                continue
+            return LimitDecision(allowed=True, count=count + 1, retry_after=0.0)
+        raise BusError(f"limit counter {key!r} too contended")
+
+    async def _get(self, key: str) -> tuple[int, float, int] | None:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:  # a delete/TTL marker: treat as absent
+            return None
+        data = orjson.loads(entry.value)
+        return int(data["n"]), float(data["reset"]), int(entry.revision or 0)
+
+    async def _cas(self, key: str, value: bytes, revision: int, ttl: float) -> None:
+        await self.bus.js.publish(
+            f"$KV.{self.bucket}.{key}",
+            value,
+            msg_ttl=max(1, math.ceil(ttl)),
+            headers={"Nats-Expected-Last-Subject-Sequence": str(revision)},
+        )

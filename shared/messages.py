@@ -1,0 +1,458 @@
+"""The contract between the services: one typed message per NATS subject.
+
+Every message is a pydantic model with a ``SUBJECT`` (relative to the install's prefix) and a
+``schema_version``. ``decode(subject, data)`` turns bytes from the bus back into the right type, or
+raises :class:`BadMessage` with a reason a consumer logs before terminating the message.
+
+Secrets that must cross the bus (a code the caller reads out, a temporary password on its way to the
+one view that shows it) are ``Secret`` fields: hidden in ``repr`` and logs, revealed only on the wire.
+A temporary password travels only by core request/reply (:class:`ShowTempPassword`), never through a
+JetStream stream, so it is never stored.
+
+    cmd = ChallengeFactor(agent=Actor(user_id="U1"), case_token=token, factor_id="opf1")
+    await bus.publish(cmd, msg_id=f"challenge:{action_ts}")
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, ValidationError
+
+SCHEMA_VERSION = 1
+CASE_ID_HEADER = "Helpdesk-Case-Id"
+TYPE_HEADER = "Helpdesk-Type"
+
+# Revealed on the wire (model_dump(mode="json")), hidden in repr/str and therefore in logs.
+Secret = Annotated[SecretStr, PlainSerializer(lambda v: v.get_secret_value(), return_type=str, when_used="json")]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BadMessage(ValueError):
+    """Raised by :func:`decode` when bytes on a subject are not a valid message of its type."""
+
+
+class Message(BaseModel):
+    """Base of every message on the bus."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    SUBJECT: ClassVar[str]
+    schema_version: int = SCHEMA_VERSION
+
+    def subject(self) -> str:
+        return self.SUBJECT
+
+    def correlation_id(self) -> str | None:
+        return getattr(self, "case_id", None)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def decode_bytes(cls, data: bytes) -> Self:
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise BadMessage(f"{cls.__name__}: not JSON ({exc.msg})") from None
+        if not isinstance(raw, dict):
+            raise BadMessage(f"{cls.__name__}: expected a JSON object")
+        version = raw.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise BadMessage(f"{cls.__name__}: unsupported schema_version {version!r}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "?" for e in exc.errors()[:5])
+            raise BadMessage(f"{cls.__name__}: invalid field(s) {fields}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Small value types
+
+
+class Actor(BaseModel):
+    """The Slack user acting (the help-desk agent)."""
+
+    model_config = ConfigDict(frozen=True)
+    user_id: str
+    team_id: str | None = None
+    user_name: str | None = None
+
+
+class ViewRef(BaseModel):
+    """A Slack view as last seen: its id and the hash that guards updates against races."""
+
+    model_config = ConfigDict(frozen=True)
+    view_id: str
+    hash: str | None = None
+
+
+class ActionKind(StrEnum):
+    TEMP_PASSWORD = "temp_password"
+    RESET_LINK = "reset_link"
+    RESET_FACTOR = "reset_factor"
+    RESET_ALL_FACTORS = "reset_all_factors"
+    UNLOCK = "unlock"
+    REVOKE_SESSIONS = "revoke_sessions"
+
+
+class CaseState(StrEnum):
+    OPENED = "opened"  # checking the agent's access
+    DENIED = "denied"
+    SEARCHING = "searching"  # authorized: pick the caller's Okta user
+    FACTORS = "factors"  # user selected, factors listed
+    CHALLENGE_SENT = "challenge_sent"  # waiting for a push, or for a code
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+TERMINAL_STATES = frozenset({CaseState.DENIED, CaseState.CLOSED})
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: gateway → okta_worker (JetStream stream HELPDESK_CMD, work queue)
+
+
+class Command(Message):
+    """What an agent did in Slack. ``case_token`` is the signed token from the view's private_metadata."""
+
+    agent: Actor
+    case_token: str | None = None
+    view: ViewRef | None = None
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
+class OpenCase(Command):
+    SUBJECT = "helpdesk.cmd.open"
+    trigger_id: str
+    query: str = ""
+    source: Literal["command", "shortcut", "home", "retry"] = "command"
+    channel_id: str | None = None
+
+
+class SelectUser(Command):
+    SUBJECT = "helpdesk.cmd.select_user"
+    okta_user_id: str
+
+
+class ChallengeFactor(Command):
+    """Send a challenge to one enrolled factor (or start a profile-attribute check: ``attr:<name>``)."""
+
+    SUBJECT = "helpdesk.cmd.challenge"
+    factor_id: str
+
+
+class SubmitCode(Command):
+    """A code (or answer) the caller read out, typed by the agent; already well-formed at the gateway."""
+
+    SUBJECT = "helpdesk.cmd.submit_code"
+    code: Secret
+
+
+class ResendChallenge(Command):
+    SUBJECT = "helpdesk.cmd.resend"
+
+
+class CancelChallenge(Command):
+    """Back to the factor list (cancel a pending push, or pick another factor)."""
+
+    SUBJECT = "helpdesk.cmd.cancel_challenge"
+
+
+class BackToSearch(Command):
+    SUBJECT = "helpdesk.cmd.back_to_search"
+
+
+class RunAction(Command):
+    SUBJECT = "helpdesk.cmd.action"
+    action: ActionKind
+    factor_id: str | None = None  # for RESET_FACTOR
+
+
+class CloseCase(Command):
+    SUBJECT = "helpdesk.cmd.close"
+
+
+class HomeOpened(Command):
+    """The agent opened the app's Home tab."""
+
+    SUBJECT = "helpdesk.cmd.home_opened"
+
+
+COMMANDS: tuple[type[Command], ...] = (
+    OpenCase,
+    SelectUser,
+    ChallengeFactor,
+    SubmitCode,
+    ResendChallenge,
+    CancelChallenge,
+    BackToSearch,
+    RunAction,
+    CloseCase,
+    HomeOpened,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: okta_worker → okta_worker (JetStream stream HELPDESK_JOBS): the durable push wait
+
+
+class PollPush(Message):
+    """Poll one pending push once; WAITING → nak(delay), so any replica carries the wait on."""
+
+    SUBJECT = "helpdesk.job.poll_push"
+    case_id: str
+    challenge_id: str  # which challenge of the case this poll belongs to
+    poll_url: str
+    expires_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------
+# Case snapshots: okta_worker → slack_responder (JetStream stream HELPDESK_CASE). Never a secret.
+
+
+class UserCard(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    login: str
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    status: str
+    last_login: datetime | None = None
+    protected: bool = False
+
+    @property
+    def display_name(self) -> str:
+        name = " ".join(p for p in (self.first_name, self.last_name) if p)
+        return name or self.login
+
+
+class FactorOption(BaseModel):
+    """One of the target's enrolled factors as the agent sees it (hint masked)."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    factor_type: str
+    provider: str
+    label: str
+    hint: str | None = None
+    usable: bool = True
+    reason: str | None = None  # why it cannot be used here
+    weak: bool = False
+
+
+class ChallengeInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    challenge_id: str
+    factor_id: str
+    factor_type: str
+    label: str
+    hint: str | None = None
+    kind: Literal["push", "code", "answer", "attribute"]
+    correct_answer: int | None = None  # number matching: the number the caller must tap
+    sent_at: datetime
+    expires_at: datetime | None = None
+    attempts_left: int = 0
+    resend_available_at: datetime | None = None
+    can_resend: bool = False
+
+
+class VerifiedInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    by_agent: str
+    method: str
+    at: datetime
+    expires_at: datetime
+    weak: bool = False
+
+
+class ActionResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    action: ActionKind
+    ok: bool
+    message: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Notice(BaseModel):
+    """Something the agent should read: an error from Okta, a rate-limit wait, a warning."""
+
+    model_config = ConfigDict(frozen=True)
+    level: Literal["info", "warning", "error"]
+    text: str
+    retry_in: float | None = None
+
+
+class CaseSnapshot(Message):
+    """The whole visible state of a case at ``revision``; the responder renders it and drops stale ones."""
+
+    SUBJECT = "helpdesk.case.snapshot"
+    case_id: str
+    revision: int
+    state: CaseState
+    agent: Actor
+    case_token: str
+    trigger_id: str | None = None  # set while the modal has not been opened yet
+    view: ViewRef | None = None
+    query: str = ""
+    mode: Literal["full", "verify-only"] = "full"
+    target: UserCard | None = None
+    factors: list[FactorOption] = Field(default_factory=list)
+    challenge: ChallengeInfo | None = None
+    verified: VerifiedInfo | None = None
+    actions: list[ActionKind] = Field(default_factory=list)
+    results: list[ActionResult] = Field(default_factory=list)
+    notice: Notice | None = None
+    denial_reason: str | None = None
+    admin_url: str | None = None  # the target in the Okta Admin Console
+    escalation: str | None = None  # why actions are not offered (protected user)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RecentCase(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    case_id: str
+    target_login: str | None
+    state: CaseState
+    outcome: str
+    at: datetime
+
+
+class HomeSnapshot(Message):
+    """What the agent's App Home shows: their recent cases and the dependencies as last seen."""
+
+    SUBJECT = "helpdesk.case.home"
+    agent: Actor
+    recent: list[RecentCase] = Field(default_factory=list)
+    okta_status: str = "unknown"
+    okta_checked_at: datetime | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Request/reply (core NATS, never stored)
+
+
+class SearchUsers(Message):
+    """Options for the user search (`external_select`); must answer well under Slack's 3 s."""
+
+    SUBJECT = "okta.users.search"
+    query: str
+    agent: Actor
+
+
+class UserOption(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    label: str
+
+
+class SearchUsersReply(Message):
+    SUBJECT = "okta.users.search.reply"
+    options: list[UserOption] = Field(default_factory=list)
+    error: str | None = None
+
+
+class LookupSlackUser(Message):
+    """Slack user id → email and names (served by the responder, cached)."""
+
+    SUBJECT = "slack.users.lookup"
+    user_id: str
+
+
+class SlackUserInfo(Message):
+    SUBJECT = "slack.users.lookup.reply"
+    user_id: str
+    email: str | None = None
+    display_name: str | None = None
+    real_name: str | None = None
+    is_bot: bool = False
+    deleted: bool = False
+    error: str | None = None
+
+
+class ShowTempPassword(Message):
+    """The one message that carries a temporary password: worker → responder, request/reply only."""
+
+    SUBJECT = "helpdesk.render.temp_password"
+    case_id: str
+    revision: int
+    agent: Actor
+    view: ViewRef | None
+    target_login: str
+    temp_password: Secret
+    case_token: str
+
+
+class RenderAck(Message):
+    SUBJECT = "helpdesk.render.ack"
+    ok: bool
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit (JetStream stream AUDIT, file storage, long retention)
+
+
+class AuditEvent(Message):
+    """One step of who did what to whom, with its outcome. Never a secret in ``details``."""
+
+    SUBJECT = "audit"
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    at: datetime = Field(default_factory=utcnow)
+    category: Literal["case", "telephony", "security"]
+    action: str
+    outcome: Literal["success", "failure", "denied", "refused", "pending", "info", "alert"]
+    actor: str | None = None
+    target: str | None = None
+    case_id: str | None = None
+    severity: Literal["info", "warning", "alert"] = "info"
+    details: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+    def subject(self) -> str:
+        return f"audit.{self.category}.{self.action}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding by subject
+
+_MESSAGE_TYPES: tuple[type[Message], ...] = (
+    *COMMANDS,
+    PollPush,
+    CaseSnapshot,
+    HomeSnapshot,
+    SearchUsers,
+    SearchUsersReply,
+    LookupSlackUser,
+    SlackUserInfo,
+    ShowTempPassword,
+    RenderAck,
+)
+_BY_SUBJECT: dict[str, type[Message]] = {m.SUBJECT: m for m in _MESSAGE_TYPES}
+
+
+def message_type(subject: str) -> type[Message]:
+    """The message class for a (prefix-free) subject; ``BadMessage`` if no contract covers it."""
+    if subject in _BY_SUBJECT:
+        return _BY_SUBJECT[subject]
+    if subject.startswith("audit."):
+        return AuditEvent
+    raise BadMessage(f"no message type for subject {subject!r}")
+
+
+def decode(subject: str, data: bytes) -> Message:
+    return message_type(subject).decode_bytes(data)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    return message.model_dump(mode="json")

@@ -1,0 +1,81 @@
+import orjson
+import pytest
+
+from shared.messages import (
+    COMMANDS,
+    Actor,
+    AuditEvent,
+    BadMessage,
+    CaseSnapshot,
+    CaseState,
+    ShowTempPassword,
+    SubmitCode,
+    decode,
+    message_type,
+)
+
+
+def test_round_trip_every_command() -> None:
+    """Each command decodes from its own subject into the same typed message."""
+    for cls in COMMANDS:
+        fields = {"agent": Actor(user_id="U1"), "case_token": "tok"}
+        extra = {
+            "OpenCase": {"trigger_id": "1.2.3"},
+            "SelectUser": {"okta_user_id": "00u1"},
+            "ChallengeFactor": {"factor_id": "f1"},
+            "SubmitCode": {"code": "123456"},
+            "RunAction": {"action": "unlock"},
+        }.get(cls.__name__, {})
+        msg = cls(**fields, **extra)
+        back = decode(cls.SUBJECT, msg.encode())
+        assert type(back) is cls
+        assert back == msg
+
+
+def test_secret_fields_hidden_in_repr_revealed_on_wire() -> None:
+    """A code or temporary password never shows in repr, but crosses the wire intact."""
+    code = SubmitCode(agent=Actor(user_id="U1"), code="246810")
+    assert "246810" not in repr(code) and "246810" not in str(code)
+    assert orjson.loads(code.encode())["code"] == "246810"
+    tp = ShowTempPassword(
+        case_id="c",
+        revision=1,
+        agent=Actor(user_id="U1"),
+        view=None,
+        target_login="a",
+        temp_password="Zx9!",
+        case_token="t",
+    )
+    assert "Zx9!" not in repr(tp)
+    assert decode(ShowTempPassword.SUBJECT, tp.encode()).temp_password.get_secret_value() == "Zx9!"
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"not json", "not JSON"),
+        (b"[1,2]", "JSON object"),
+        (b'{"schema_version": 99, "agent": {"user_id": "U"}, "code": "1"}', "schema_version"),
+        (b'{"agent": {"user_id": "U"}}', "code"),
+    ],
+)
+def test_garbled_messages_are_rejected_with_reason(data: bytes, reason: str) -> None:
+    """Garbled bytes become BadMessage naming what is wrong, never another exception."""
+    with pytest.raises(BadMessage, match=reason):
+        decode(SubmitCode.SUBJECT, data)
+
+
+def test_unknown_subject_rejected() -> None:
+    with pytest.raises(BadMessage, match="no message type"):
+        message_type("helpdesk.cmd.unknown")
+
+
+def test_audit_subject_carries_category_and_action() -> None:
+    event = AuditEvent(category="case", action="push.rejected", outcome="alert", case_id="c1")
+    assert event.subject() == "audit.case.push.rejected"
+    assert isinstance(decode(event.subject(), event.encode()), AuditEvent)
+
+
+def test_snapshot_correlation_id_is_case_id() -> None:
+    snap = CaseSnapshot(case_id="c9", revision=1, state=CaseState.OPENED, agent=Actor(user_id="U"), case_token="t")
+    assert snap.correlation_id() == "c9"
