@@ -179,6 +179,12 @@ class RunAction(Command):
     factor_id: str | None = None  # for RESET_FACTOR
 
 
+class RefreshCase(Command):
+    """Render the case again (after a one-time secret was shown, the agent clicks "Done")."""
+
+    SUBJECT = "helpdesk.cmd.refresh"
+
+
 class CloseCase(Command):
     SUBJECT = "helpdesk.cmd.close"
 
@@ -198,6 +204,7 @@ COMMANDS: tuple[type[Command], ...] = (
     CancelChallenge,
     BackToSearch,
     RunAction,
+    RefreshCase,
     CloseCase,
     HomeOpened,
 )
