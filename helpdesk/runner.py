@@ -1,0 +1,121 @@
+"""Run one or several services in this process, each with its own NATS connection.
+
+``NATS_URL`` unset → an embedded nats-server (JetStream, state under ``NATS_STORE_DIR`` or a temp
+dir) is started first and stopped last. SIGINT/SIGTERM stop the services in reverse order: ingress
+first (stop accepting), then workers finish in-flight messages, then NATS connections drain.
+
+    async with ServiceGroup(settings, ["gateway", "okta-worker"]) as group:
+        await group.wait_for_signal()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from types import TracebackType
+from typing import Any, Protocol
+
+from shared.bus import Bus
+from shared.logging import get_logger
+from shared.natsserver import EmbeddedNats
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+# Service name → the module whose create_service(settings, bus) builds it. Ingress first.
+SERVICES: dict[str, str] = {
+    "okta-worker": "services.okta_worker.app",
+    "slack-responder": "services.slack_responder.app",
+    "telephony-hook": "services.telephony_hook.app",
+    "gateway": "services.gateway.app",
+}
+ALL = list(SERVICES)
+
+
+def create_service(name: str, settings: Settings, bus: Bus) -> Service:
+    module = importlib.import_module(SERVICES[name])
+    service: Service = module.create_service(settings, bus)
+    return service
+
+
+class ServiceGroup:
+    def __init__(self, settings: Settings, names: list[str]) -> None:
+        self.settings = settings
+        self.names = names
+        self.nats: EmbeddedNats | None = None
+        self.buses: list[Bus] = []
+        self.services: list[tuple[str, Service]] = []
+
+    async def start(self) -> None:
+        if not self.settings.nats_url:
+            self.nats = EmbeddedNats(store_dir=self.settings.nats_store_dir)
+            await self.nats.start()
+            self.settings = self.settings.model_copy(update={"nats_url": self.nats.url})
+        try:
+            for name in self.names:
+                bus = await Bus.connect(self.settings, name=name)
+                self.buses.append(bus)
+                await bus.ensure_streams()
+                service = create_service(name, self.settings, bus)
+                await service.start()
+                self.services.append((name, service))
+                log.info("service.started", service=name)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        # Ingress (gateway, hook) was started last: stop it first so nothing new comes in.
+        for name, service in reversed(self.services):
+            try:
+                await asyncio.wait_for(service.stop(), 10)
+            except Exception:
+                log.exception("service.stop_failed", service=name)
+            else:
+                log.info("service.stopped", service=name)
+        self.services.clear()
+        for bus in self.buses:
+            with contextlib.suppress(Exception):
+                await bus.close()
+        self.buses.clear()
+        if self.nats is not None:
+            await self.nats.stop()
+            self.nats.cleanup()
+            self.nats = None
+
+    async def wait_for_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        log.info("shutdown.requested")
+
+    async def __aenter__(self) -> ServiceGroup:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def service_names(arg: str) -> list[str]:
+    return ALL if arg == "run" else [arg]
+
+
+def describe(group: ServiceGroup) -> dict[str, Any]:
+    return {"services": [n for n, _ in group.services], "nats": group.settings.nats_url}
