@@ -24,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,14 +51,21 @@ class TokenInvalid(Exception):
 
 
 class JwksCache:
-    """The issuer's keys by ``kid``; refetched for an unknown ``kid`` (at most every ``min_refresh`` s)."""
+    """The issuer's keys by ``kid``, fetched again when a token names an unknown ``kid``.
 
-    def __init__(self, url: str, http: httpx.AsyncClient, min_refresh: float = 30.0, timeout: float = 1.0) -> None:
+    Refetches are rate-limited (``max_refreshes`` per ``per`` seconds, the start-up fetch included), so
+    tokens with made-up ``kid`` values cannot turn the hook into a load generator for the issuer.
+    """
+
+    def __init__(
+        self, url: str, http: httpx.AsyncClient, max_refreshes: int = 3, per: float = 60.0, timeout: float = 1.0
+    ) -> None:
         self.url = url
         self._http = http
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = 0.0
-        self._min_refresh = min_refresh
+        self._recent: deque[float] = deque()
+        self._max_refreshes = max_refreshes
+        self._per = per
         self._timeout = timeout
         self._lock = asyncio.Lock()
         self.fetches = 0
@@ -66,22 +74,27 @@ class JwksCache:
         if kid in self._keys:
             return self._keys[kid]
         async with self._lock:  # one fetch at a time; the others reuse its result
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= self._min_refresh:
+            if kid not in self._keys and self._may_refresh():
                 await self.refresh()
         if kid not in self._keys:
             raise TokenInvalid("unknown_kid")
         return self._keys[kid]
 
+    def _may_refresh(self) -> bool:
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] > self._per:
+            self._recent.popleft()
+        return len(self._recent) < self._max_refreshes
+
     async def refresh(self) -> None:
-        self._fetched_at = time.monotonic()
+        """Fetch the JWKS now; ``TokenInvalid("jwks_unavailable")`` if it cannot be read."""
+        self._recent.append(time.monotonic())
         self.fetches += 1
         try:
             response = await self._http.get(self.url, timeout=self._timeout)
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            # Try again soon, not at once: an unreachable issuer must not be hit by every request.
-            self._fetched_at = time.monotonic() - self._min_refresh + min(2.0, self._min_refresh)
             log.warning("telephony.jwks.fetch_failed", error=type(exc).__name__)
             raise TokenInvalid("jwks_unavailable") from None
         keys: dict[str, PyJWK] = {}
