@@ -386,9 +386,7 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
         return left_s.startswith(right_s)
     if op == "co":
         return right_s in left_s
-    return {"gt": left_s > right_s, "ge": left_s >= right_s, "lt": left_s < right_s, "le": left_s <= right_s}[
-        op
-    ]
+    return {"gt": left_s > right_s, "ge": left_s >= right_s, "lt": left_s < right_s, "le": left_s <= right_s}[op]
 
 
 def parse_search(text: str) -> Predicate:
@@ -799,9 +797,7 @@ class FakeOkta(FakeService):
         dpop_jkt: str | None = None,
     ) -> str:
         """Mint an access token directly (tests that need a Bearer/DPoP token without the JWT dance)."""
-        return self._mint(
-            client_id, tuple(scopes), ttl, dpop_jkt, issuer=self.url or "http://okta.local"
-        ).token
+        return self._mint(client_id, tuple(scopes), ttl, dpop_jkt, issuer=self.url or "http://okta.local").token
 
     def expire_access_tokens(self) -> None:
         """Every issued access token expires now (the next API call with one answers 401)."""
@@ -883,9 +879,7 @@ class FakeOkta(FakeService):
             if status == 500:
                 response = json_response(self._error_body("E0000009", "Internal Server Error"), 500)
             else:
-                response = web.Response(
-                    status=status, text=f"{status} {_reason(status)}", content_type="text/html"
-                )
+                response = web.Response(status=status, text=f"{status} {_reason(status)}", content_type="text/html")
         elif forced is not None or count > self.rate_limit:
             reset = self.clock() + forced.value if forced is not None else None
             response = json_response(
@@ -905,9 +899,7 @@ class FakeOkta(FakeService):
                     405,
                 )
             except web.HTTPNotFound:
-                response = json_response(
-                    self._error_body("E0000007", f"Not found: Resource not found: {path}"), 404
-                )
+                response = json_response(self._error_body("E0000007", f"Not found: Resource not found: {path}"), 404)
         for name, value in self._rate_headers(bucket).items():
             response.headers.setdefault(name, value)
         response.headers.setdefault("X-Okta-Request-Id", secrets.token_urlsafe(18))
@@ -931,17 +923,13 @@ class FakeOkta(FakeService):
                 raise self._invalid_token(scheme, "The token has expired.")
             if scheme.lower() == "bearer":
                 if token.jkt is not None:
-                    raise self._invalid_token(
-                        "DPoP", "The DPoP-bound access token must be sent with the DPoP scheme."
-                    )
+                    raise self._invalid_token("DPoP", "The DPoP-bound access token must be sent with the DPoP scheme.")
                 return _Principal("bearer", token.scopes)
             if token.jkt is None:
                 raise self._invalid_token("Bearer", "The access token is not DPoP-bound.")
             proof = request.headers.get("DPoP")
             if not proof:
-                raise self._invalid_token(
-                    "DPoP", "The DPoP proof JWT header is missing.", "invalid_dpop_proof"
-                )
+                raise self._invalid_token("DPoP", "The DPoP proof JWT header is missing.", "invalid_dpop_proof")
             try:
                 jkt = self._check_dpop_proof(proof, request, access_token=credential)
             except ValueError as exc:
@@ -953,9 +941,7 @@ class FakeOkta(FakeService):
             return _Principal("dpop", token.scopes)
         raise self._invalid_token()
 
-    def _invalid_token(
-        self, scheme: str = "", description: str = "", error: str = "invalid_token"
-    ) -> OktaError:
+    def _invalid_token(self, scheme: str = "", description: str = "", error: str = "invalid_token") -> OktaError:
         headers: dict[str, str] = {}
         if scheme:
             headers["WWW-Authenticate"] = (
@@ -1053,9 +1039,7 @@ class FakeOkta(FakeService):
 
     # -------------------------------------------------------------------------------- OAuth
 
-    def _mint(
-        self, client_id: str, scopes: tuple[str, ...], ttl: float, jkt: str | None, issuer: str
-    ) -> AccessToken:
+    def _mint(self, client_id: str, scopes: tuple[str, ...], ttl: float, jkt: str | None, issuer: str) -> AccessToken:
         now = self.clock()
         claims: dict[str, Any] = {
             "ver": 1,
@@ -1148,17 +1132,14 @@ class FakeOkta(FakeService):
             raise OAuthError(401, "invalid_client", "Invalid value for 'client_id' parameter.")
         alg = header.get("alg")
         if alg not in ASSERTION_ALGS:
-            raise OAuthError(
-                400, "invalid_client", "The client_assertion token has an unsupported signing algorithm."
-            )
+            raise OAuthError(400, "invalid_client", "The client_assertion token has an unsupported signing algorithm.")
         kid = header.get("kid")
         keys = [key for key_id, key in client.keys if kid is None or key_id is None or key_id == kid]
         if not keys:
             raise OAuthError(
                 400,
                 "invalid_client",
-                "The client_assertion token has a kid which does not "
-                "identify any key registered for the client.",
+                "The client_assertion token has a kid which does not identify any key registered for the client.",
             )
         claims: dict[str, Any] | None = None
         for key in keys:
@@ -1215,8 +1196,7 @@ class FakeOkta(FakeService):
             raise OAuthError(
                 400,
                 "invalid_client",
-                "The client_assertion token has already been used. "
-                "A new token with a unique 'jti' is required.",
+                "The client_assertion token has already been used. A new token with a unique 'jti' is required.",
             )
         return client, claims
 
@@ -1284,9 +1264,7 @@ class FakeOkta(FakeService):
         try:
             value = int(raw)
         except ValueError as exc:
-            raise OktaError(
-                400, "E0000001", "Api validation failed: limit", ["limit: must be an integer"]
-            ) from exc
+            raise OktaError(400, "E0000001", "Api validation failed: limit", ["limit: must be an integer"]) from exc
         return max(1, min(value, 200))
 
     @staticmethod
@@ -1359,9 +1337,7 @@ class FakeOkta(FakeService):
     async def _user_groups(self, request: web.Request) -> web.Response:
         user = self._user_or_404(request.match_info["id"])
         origin = self._origin(request)
-        return json_response(
-            [self._group_json(g, origin) for g in self.groups.values() if user.id in g.members]
-        )
+        return json_response([self._group_json(g, origin) for g in self.groups.values() if user.id in g.members])
 
     # groups
 
@@ -1464,9 +1440,7 @@ class FakeOkta(FakeService):
         if kind == "question":
             answer = body.get("answer")
             if not isinstance(answer, str) or not answer:
-                raise OktaError(
-                    400, "E0000001", "Api validation failed: answer", ["answer: The answer is required."]
-                )
+                raise OktaError(400, "E0000001", "Api validation failed: answer", ["answer: The answer is required."])
             if factor.answer is None or answer.strip().casefold() != factor.answer.strip().casefold():
                 self._failed_attempt(user)
                 raise _invalid_passcode("Your answer doesn't match our records. Please try again.")
@@ -1540,9 +1514,7 @@ class FakeOkta(FakeService):
         self.pushes.append(tx)
         return json_response(self._waiting_json(tx, user, factor, origin), 201)
 
-    def _waiting_json(
-        self, tx: PushTransaction, user: OktaUser, factor: OktaFactor, origin: str
-    ) -> dict[str, Any]:
+    def _waiting_json(self, tx: PushTransaction, user: OktaUser, factor: OktaFactor, origin: str) -> dict[str, Any]:
         href = f"{origin}/api/v1/users/{user.id}/factors/{factor.id}/transactions/{tx.id}"
         body: dict[str, Any] = {
             "expiresAt": _iso(tx.expires_at),
@@ -1607,9 +1579,7 @@ class FakeOkta(FakeService):
             factor.code_sent_at = now
             factor.code_expires_at = now + lifetime
             destination = str(factor.profile.get("phoneNumber") or factor.profile.get("email") or "")
-            self.sent_codes.append(
-                SentCode(user.id, factor.id, factor.factor_type, destination, factor.code, now)
-            )
+            self.sent_codes.append(SentCode(user.id, factor.id, factor.factor_type, destination, factor.code, now))
             payload: dict[str, Any] = {
                 "factorResult": "CHALLENGE",
                 "profile": factor.profile,
@@ -1628,14 +1598,10 @@ class FakeOkta(FakeService):
         factor.code = None
         return self._verified(user)
 
-    def _verify_token_factor(
-        self, user: OktaUser, factor: OktaFactor, body: Mapping[str, Any]
-    ) -> web.Response:
+    def _verify_token_factor(self, user: OktaUser, factor: OktaFactor, body: Mapping[str, Any]) -> web.Response:
         code = body.get("passCode")
         if code is None or code == "":
-            raise OktaError(
-                400, "E0000001", "Api validation failed: passCode", ["passCode: The passcode is required."]
-            )
+            raise OktaError(400, "E0000001", "Api validation failed: passCode", ["passCode: The passcode is required."])
         if factor.passcode is not None and hmac.compare_digest(str(code), factor.passcode):
             if factor.passcode_used:
                 raise OktaError(
@@ -1670,9 +1636,7 @@ class FakeOkta(FakeService):
                 )
             return False
         if raw.lower() not in ("true", "false"):
-            raise OktaError(
-                400, "E0000001", f"Api validation failed: {name}", [f"{name}: must be true or false"]
-            )
+            raise OktaError(400, "E0000001", f"Api validation failed: {name}", [f"{name}: must be true or false"])
         return raw.lower() == "true"
 
     async def _lifecycle(self, request: web.Request) -> web.Response:
@@ -1690,15 +1654,11 @@ class FakeOkta(FakeService):
             self._set_status(user, "RECOVERY")
             if send_email:
                 return json_response({})
-            return json_response(
-                {"resetPasswordUrl": f"{origin}/signin/reset-password/{secrets.token_urlsafe(15)}"}
-            )
+            return json_response({"resetPasswordUrl": f"{origin}/signin/reset-password/{secrets.token_urlsafe(15)}"})
         if action in ("expire_password", "expire_password_with_temp_password"):
             if user.status in ("DEPROVISIONED", "STAGED", "SUSPENDED"):
                 raise _status_not_allowed()
-            with_temp = action == "expire_password_with_temp_password" or self._bool_param(
-                request, "tempPassword"
-            )
+            with_temp = action == "expire_password_with_temp_password" or self._bool_param(request, "tempPassword")
             if self._bool_param(request, "revokeSessions"):
                 user.active_sessions = 0
             user.factor_locked, user.failed_factor_attempts = False, 0

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from sandbox.okta import FakeOkta
 
 DEMO_PASSCODE = "123456"
-DEMO_ANSWER = "blue"
+DEMO_ANSWER = "starry night"
 
 # Users
 AGENT = "00uagent000000000001"
@@ -80,9 +80,7 @@ def seed_demo(fake: FakeOkta) -> None:
         created=_CREATED,
     )
     fake.add_group("Helpdesk", group_id=HELPDESK_GROUP, description="Help desk agents", created=_CREATED)
-    fake.add_group(
-        "Admins", group_id=ADMINS_GROUP, description="Org administrators (protected)", created=_CREATED
-    )
+    fake.add_group("Admins", group_id=ADMINS_GROUP, description="Org administrators (protected)", created=_CREATED)
     fake.add_group("Engineering", group_id=ENGINEERING_GROUP, description="Engineering", created=_CREATED)
 
     fake.add_user(
@@ -96,9 +94,7 @@ def seed_demo(fake: FakeOkta) -> None:
         department="IT Support",
     )
     fake.add_factor(AGENT, "push", factor_id=AGENT_PUSH, created=_CREATED)
-    fake.add_factor(
-        AGENT, "token:software:totp", factor_id=AGENT_TOTP, passcode=DEMO_PASSCODE, created=_CREATED
-    )
+    fake.add_factor(AGENT, "token:software:totp", factor_id=AGENT_TOTP, passcode=DEMO_PASSCODE, created=_CREATED)
 
     fake.add_user(
         "admin@example.com",
@@ -124,22 +120,16 @@ def seed_demo(fake: FakeOkta) -> None:
         department="Engineering",
     )
     fake.add_factor(ALICE, "push", factor_id=ALICE_PUSH, created=_CREATED)
-    fake.add_factor(
-        ALICE, "sms", factor_id=ALICE_SMS, created=_CREATED, profile={"phoneNumber": "+14155550101"}
-    )
-    fake.add_factor(
-        ALICE, "email", factor_id=ALICE_EMAIL, created=_CREATED, profile={"email": "alice@example.com"}
-    )
-    fake.add_factor(
-        ALICE, "token:software:totp", factor_id=ALICE_TOTP, passcode=DEMO_PASSCODE, created=_CREATED
-    )
+    fake.add_factor(ALICE, "sms", factor_id=ALICE_SMS, created=_CREATED, profile={"phoneNumber": "+14155550101"})
+    fake.add_factor(ALICE, "email", factor_id=ALICE_EMAIL, created=_CREATED, profile={"email": "alice@example.com"})
+    fake.add_factor(ALICE, "token:software:totp", factor_id=ALICE_TOTP, passcode=DEMO_PASSCODE, created=_CREATED)
     fake.add_factor(
         ALICE,
         "question",
         factor_id=ALICE_QUESTION,
         answer=DEMO_ANSWER,
         created=_CREATED,
-        profile={"question": "favorite_color", "questionText": "What is your favorite color?"},
+        profile={"question": "favorite_art_piece", "questionText": "What is your favorite piece of art?"},
     )
     fake.add_factor(
         ALICE,
@@ -161,9 +151,7 @@ def seed_demo(fake: FakeOkta) -> None:
         employeeNumber="E1003",
         department="Sales",
     )
-    fake.add_factor(
-        ALICIA, "email", factor_id=ALICIA_EMAIL, created=_CREATED, profile={"email": "alicia@example.com"}
-    )
+    fake.add_factor(ALICIA, "email", factor_id=ALICIA_EMAIL, created=_CREATED, profile={"email": "alicia@example.com"})
 
     fake.add_user(
         "bob@example.com",
@@ -178,9 +166,7 @@ def seed_demo(fake: FakeOkta) -> None:
         department="Engineering",
     )
     fake.add_factor(BOB, "sms", factor_id=BOB_SMS, created=_CREATED, profile={"phoneNumber": "+14155550102"})
-    fake.add_factor(
-        BOB, "call", factor_id=BOB_CALL, created=_CREATED, profile={"phoneNumber": "+14155550102"}
-    )
+    fake.add_factor(BOB, "call", factor_id=BOB_CALL, created=_CREATED, profile={"phoneNumber": "+14155550102"})
 
     fake.add_user(
         "carol@example.com",
@@ -192,9 +178,7 @@ def seed_demo(fake: FakeOkta) -> None:
         employeeNumber="E1005",
         department="Finance",
     )
-    fake.add_factor(
-        CAROL, "sms", factor_id=CAROL_SMS, created=_CREATED, profile={"phoneNumber": "+14155550103"}
-    )
+    fake.add_factor(CAROL, "sms", factor_id=CAROL_SMS, created=_CREATED, profile={"phoneNumber": "+14155550103"})
 
     fake.add_user(
         "dave@example.com",
