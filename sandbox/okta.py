@@ -523,6 +523,7 @@ class FakeOkta(FakeService):
         self.pushes: list[PushTransaction] = []
         self.sent_codes: list[SentCode] = []
         self.issued_tokens: list[AccessToken] = []
+        self.issued_temp_passwords: list[str] = []  # so tests can prove none reaches a log
         self._transactions: dict[str, PushTransaction] = {}
         self._used_assertion_jti: dict[str, float] = {}
         self._used_proof_jti: dict[str, float] = {}
@@ -1665,7 +1666,9 @@ class FakeOkta(FakeService):
             self._set_status(user, "PASSWORD_EXPIRED")
             user.password_changed = now
             if with_temp:
-                return json_response({"tempPassword": _temp_password()})
+                temp = _temp_password()
+                self.issued_temp_passwords.append(temp)
+                return json_response({"tempPassword": temp})
             return json_response(self._user_json(user, origin, full=True))
         if action == "reset_factors":
             if user.status == "DEPROVISIONED":

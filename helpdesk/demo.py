@@ -1,0 +1,369 @@
+"""``helpdesk demo``: the whole product against the sandbox, no credentials, as a readable transcript.
+
+It starts an embedded nats-server, the fakes of Slack, Okta and Twilio, and all four services, then
+plays Slack and Okta exactly as they would — signed HTTP requests to the real routes — and prints
+what the agent sees (rendered from the very views sent to the fake Slack) and what each service did
+(the calls the fakes received). At the end it checks that no secret reached a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import httpx
+
+from helpdesk.sandbox_stack import DEMO_HOOK_AUTH, SandboxStack
+from sandbox import okta_data as org
+from sandbox.okta import PushOutcome
+from sandbox.slack import AGENT_USER_ID, AUDIT_CHANNEL_ID, FakeSlack
+from shared import ui
+from shared.logging import configure_logging
+
+ViewCheck = Callable[[dict[str, Any]], bool]
+
+
+def actions_in(view: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(action_id, value) of every interactive element in a view."""
+    found: list[tuple[str, str | None]] = []
+    for block in view.get("blocks", []):
+        elements = list(block.get("elements", []) or [])
+        if block.get("accessory"):
+            elements.append(block["accessory"])
+        if block.get("element"):
+            elements.append(block["element"])
+        for element in elements:
+            if isinstance(element, dict) and element.get("action_id"):
+                found.append((element["action_id"], element.get("value")))
+    return found
+
+
+def has_action(action_id: str, value: str | None = None) -> ViewCheck:
+    return lambda view: any(a == action_id and (value is None or v == value) for a, v in actions_in(view))
+
+
+def has_block(block_id: str) -> ViewCheck:
+    return lambda view: any(b.get("block_id") == block_id for b in view.get("blocks", []))
+
+
+def has_text(text: str) -> ViewCheck:
+    return lambda view: text.lower() in FakeSlack.render_text(view).lower()
+
+
+class Transcript:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.perf_counter()
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def scene(self, number: int, title: str) -> None:
+        self.line()
+        self.line(f"━━━ {number}. {title} " + "━" * max(3, 70 - len(title)))
+
+    def say(self, who: str, text: str) -> None:
+        self.line(f"  {who:<9}▸ {text}")
+
+    def view(self, view: dict[str, Any], caption: str) -> None:
+        self.line(f"  {'slack':<9}◂ {caption}")
+        text = FakeSlack.render_text(view).rstrip()
+        width = max(40, *(len(row) for row in text.splitlines())) + 2
+        self.line("    ┌" + "─" * width)
+        for row in text.splitlines():
+            self.line(f"    │ {row}")
+        self.line("    └" + "─" * width)
+
+
+class Demo:
+    def __init__(self, stack: SandboxStack, transcript: Transcript) -> None:
+        self.stack = stack
+        self.t = transcript
+        self.agent = stack.agent()
+        self._okta_mark = 0
+
+    # -- waiting for what the agent would see --------------------------------------------------
+
+    async def until(self, probe: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+        """Wait until ``probe()`` returns something (the services work asynchronously)."""
+        slack = self.stack.slack
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (value := probe()) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(what)
+            slack.call_event.clear()
+            # Wake on the next Slack call, and re-check every 50 ms anyway: the fake's event fires as a
+            # request arrives (before it changes a view), and Okta/Twilio calls do not set it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slack.call_event.wait(), min(remaining, 0.05))
+        return value
+
+    async def view_until(self, view_id: str, check: ViewCheck, timeout: float = 10.0) -> dict[str, Any]:
+        """The agent's modal once it satisfies ``check``."""
+        views = self.stack.slack.views
+
+        def probe() -> dict[str, Any] | None:
+            view = views.get(view_id)
+            return view if view is not None and check(view) else None
+
+        try:
+            return await self.until(probe, "the modal did not reach the expected state", timeout)
+        except TimeoutError:
+            shown = FakeSlack.render_text(views[view_id]) if view_id in views else "(no view)"
+            raise TimeoutError(f"the modal did not reach the expected state; it shows:\n{shown}") from None
+
+    async def opened_view(self, trigger_id: str) -> dict[str, Any]:
+        view: dict[str, Any] = await self.until(
+            lambda: self.stack.slack.last_view_for(trigger_id), "the modal was not opened"
+        )
+        return view
+
+    def okta_calls(self) -> None:
+        """What the worker asked Okta since the last time, one line per call."""
+        calls = self.stack.okta.calls[self._okta_mark :]
+        self._okta_mark = len(self.stack.okta.calls)
+        for call in calls:
+            if call.path.endswith("/groups") or (call.method == "GET" and "/transactions/" in call.path):
+                continue  # authorization look-ups and push polls: summarised below
+            body = ""
+            if call.json:
+                body = " " + ", ".join(
+                    f"{k}={'•••' if k in ('passCode', 'answer') else v}" for k, v in call.json.items()
+                )
+            query = f"?{'&'.join(f'{k}={v}' for k, v in call.query.items())}" if call.query else ""
+            self.t.say("okta", f"{call.method} {call.path}{query}{body}")
+        polls = sum(1 for c in calls if c.method == "GET" and "/transactions/" in c.path)
+        if polls:
+            self.t.say("okta", f"{polls} poll(s) of the push transaction (durable JetStream jobs)")
+
+    # -- scenes ----------------------------------------------------------------------------------
+
+    async def open_case(self, query: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        trigger = self.stack.slack.issue_trigger(AGENT_USER_ID)
+        response = await self.agent.slash_command(query, trigger_id=trigger)
+        ack_ms = (time.perf_counter() - started) * 1000
+        self.t.say("agent", f"/helpdesk {query}")
+        self.t.say("gateway", f"HTTP {response.status_code} in {ack_ms:.1f} ms (Slack allows 3,000 ms)")
+        view = await self.opened_view(trigger)
+        opened_ms = (time.perf_counter() - started) * 1000
+        self.t.view(view, f"views.open, {opened_ms:.0f} ms after the command")
+        return view
+
+    async def choose_user(self, view: dict[str, Any], query: str, user_id: str) -> dict[str, Any]:
+        view = await self.view_until(view["id"], has_action(ui.ACTION_SELECT_USER))
+        self.t.view(view, "views.update: the agent is authorized")
+        response = await self.agent.options(query, view)
+        options = response.json().get("options", [])
+        self.t.say("agent", f'types "{query}" in the user search')
+        for option in options:
+            self.t.say("gateway", f"option: {option['text']['text']}")
+        label = next(o["text"]["text"] for o in options if o["value"] == user_id)
+        await self.agent.select_user(view, user_id, label)
+        self.t.say("agent", f"picks {label}")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_CHALLENGE))
+        self.t.view(view, "views.update: the caller's enrolled factors")
+        return view
+
+    async def push_to_temp_password(self) -> None:
+        self.t.scene(1, "Okta Verify push with number matching → temporary password")
+        okta = self.stack.okta
+        okta.push_outcome[org.ALICE_PUSH] = PushOutcome(None)  # the caller answers when the demo says so
+        view = await self.open_case("alice")
+        view = await self.choose_user(view, "alice", org.ALICE)
+        await self.agent.click(view, ui.ACTION_CHALLENGE, org.ALICE_PUSH)
+        self.t.say("agent", "sends an Okta Verify push")
+        push = await self._wait_for(lambda: okta.last_push(org.ALICE))
+        view = await self.view_until(view["id"], has_text(str(push.correct_answer)))
+        self.t.view(view, "views.update: the number to read to the caller")
+        self.okta_calls()
+        self.t.say("caller", f"taps {push.correct_answer} in Okta Verify and approves")
+        okta.resolve_push(push.id, "SUCCESS")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_RUN))
+        self.t.view(view, "views.update: verified")
+        self.okta_calls()
+        await self.agent.click(view, ui.ACTION_RUN, "temp_password")
+        self.t.say("agent", "issues a temporary password")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_REFRESH))
+        self.t.view(view, "views.update: shown once, to this agent only (never logged or stored)")
+        self.okta_calls()
+        await self.agent.click(view, ui.ACTION_REFRESH)
+        self.t.say("agent", "clicks Done")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_RUN))
+        self.t.view(view, "views.update: back to the case, the password gone from the screen")
+
+    async def sms_wrong_then_right(self) -> None:
+        self.t.scene(2, "SMS code: one wrong code, then the right one → unlock")
+        okta = self.stack.okta
+        view = await self.open_case("bob")
+        view = await self.choose_user(view, "bob", org.BOB)
+        await self.agent.click(view, ui.ACTION_CHALLENGE, org.BOB_SMS)
+        self.t.say("agent", "sends an SMS code")
+        view = await self.view_until(view["id"], has_block(ui.BLOCK_CODE))
+        self.t.view(view, "views.update: code entry")
+        self.okta_calls()
+        code = await self._wait_for(lambda: okta.last_code(org.BOB, org.BOB_SMS))
+        wrong = "000000" if code != "000000" else "111111"
+        self.t.say("caller", "reads out a code from an old message")
+        response = await self.agent.submit(view, {ui.BLOCK_CODE: {ui.ACTION_CODE: wrong}})
+        self.t.say("gateway", f"view_submission answered: {self._response_action(response)}")
+        view = await self.view_until(view["id"], lambda v: has_block(ui.BLOCK_CODE)(v) and has_text("left")(v))
+        self.t.view(view, "views.update: Okta said E0000068, attempts left shown")
+        self.okta_calls()
+        self.t.say("caller", "reads out the code just received")
+        response = await self.agent.submit(view, {ui.BLOCK_CODE: {ui.ACTION_CODE: code}})
+        self.t.say("gateway", f"view_submission answered: {self._response_action(response)}")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_RUN, "unlock"))
+        self.t.view(view, "views.update: verified; bob is LOCKED_OUT, so Unlock is offered")
+        self.okta_calls()
+        await self.agent.click(view, ui.ACTION_RUN, "unlock")
+        self.t.say("agent", "unlocks the account")
+        view = await self.view_until(view["id"], has_text("unlock"))
+        await self._wait_for(lambda: okta.user(org.BOB).status == "ACTIVE" or None)  # type: ignore[union-attr]
+        view = self.stack.slack.views[view["id"]]
+        self.t.view(view, "views.update: result")
+        self.okta_calls()
+
+    async def telephony_hook(self) -> None:
+        self.t.scene(3, "Okta's telephony inline hook: an SMS code and a voice call")
+        twilio = self.stack.twilio
+        async with httpx.AsyncClient(base_url=self.stack.hook_url, timeout=5) as client:
+            for n, (channel, number) in enumerate((("SMS", "+14155550123"), ("voice call", "+14155550199"))):
+                otp = f"{480_000 + n * 1_111:06d}"
+                event = okta_telephony_event(f"demo-event-{n}", channel, number, otp)
+                started = time.perf_counter()
+                response = await client.post("/telephony/okta", json=event, headers={"Authorization": DEMO_HOOK_AUTH})
+                took = (time.perf_counter() - started) * 1000
+                self.t.say("okta", f"POST /telephony/okta ({channel} to {number}, code •••••{otp[-1]})")
+                self.t.say("hook", f"HTTP {response.status_code} in {took:.0f} ms: {response.text}")
+                sent = twilio.messages[-1] if channel == "SMS" else twilio.calls_created[-1]
+                content = sent.get("body") or sent.get("twiml") or ""
+                masked = content.replace(otp, "••••••").replace(", ".join(otp), "•, •, •, •, •, •")
+                self.t.say(
+                    "provider", f"{'Messages' if channel == 'SMS' else 'Calls'}.json to {sent.get('to')}: {masked}"
+                )
+            again = await client.post(
+                "/telephony/okta",
+                json=okta_telephony_event("demo-event-0", "SMS", "+14155550123", "480000"),
+                headers={"Authorization": DEMO_HOOK_AUTH},
+            )
+            self.t.say("okta", "retries the first event (same eventId)")
+            self.t.say(
+                "hook", f"HTTP {again.status_code}: the first answer again; sends so far: {len(twilio.messages)} SMS"
+            )
+
+    async def audit_and_home(self) -> None:
+        self.t.scene(4, "The audit channel and App Home")
+        slack = self.stack.slack
+        await self.agent.app_home_opened()
+        self.t.say("agent", "opens the app's Home tab")
+        home = await self._wait_for(lambda: slack.home_views.get(AGENT_USER_ID))
+        self.t.view(home, "views.publish: App Home")
+        parents = [
+            m for m in slack.messages_in(AUDIT_CHANNEL_ID) if not m.get("thread_ts") or m.get("thread_ts") == m["ts"]
+        ]
+        for parent in parents:
+            thread = slack.thread(AUDIT_CHANNEL_ID, parent["ts"])
+            self.t.line(f"  #helpdesk-audit ▸ {thread[0].get('text', '')}")
+            for reply in thread[1:]:
+                self.t.line(f"      ↳ {reply.get('text', '')}")
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _response_action(response: httpx.Response) -> str:
+        if not response.content:
+            return f"HTTP {response.status_code}, empty"
+        body = response.json()
+        return f"response_action={body.get('response_action')}"
+
+    async def _wait_for(self, probe: Callable[[], Any]) -> Any:
+        return await self.until(probe, "the sandbox did not see the expected call")
+
+
+def okta_telephony_event(event_id: str, channel: str, phone: str, otp: str) -> dict[str, Any]:
+    """What Okta POSTs to a telephony inline hook (reference/telephony.md)."""
+    return {
+        "eventId": event_id,
+        "eventTime": "2026-11-23T10:00:00.000Z",
+        "eventType": "com.okta.telephony.provider",
+        "eventTypeVersion": "1.0",
+        "contentType": "application/json",
+        "cloudEventVersion": "0.1",
+        "source": "https://example.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3",
+        "requestType": "com.okta.user.telephony.mfa-verification",
+        "data": {
+            "context": {
+                "request": {"id": "reqDemo", "method": "POST", "url": {"value": "/"}, "ipAddress": "127.0.0.1"}
+            },
+            "userProfile": {
+                "firstName": "Alice",
+                "lastName": "Anders",
+                "login": "alice@example.com",
+                "userId": org.ALICE,
+            },
+            "messageProfile": {
+                "msgTemplate": f"Your Example Co. verification code is {otp}",
+                "phoneNumber": phone,
+                "otpExpires": "2026-11-23T10:05:00.000Z",
+                "deliveryChannel": channel,
+                "otpCode": otp,
+                "locale": "EN-US",
+            },
+        },
+    }
+
+
+def secrets_in_logs(log_text: str, stack: SandboxStack) -> list[str]:
+    """Which of the run's secrets appear in the captured log output (should be none)."""
+    assert stack.settings is not None
+    candidates = {
+        "temporary password": list(stack.okta.issued_temp_passwords),
+        "one-time code": [c.code for c in stack.okta.sent_codes] + ["480000", "481111"],
+        "bot token": [stack.settings.secret("SLACK_BOT_TOKEN")],
+        "signing secret": [stack.settings.secret("SLACK_SIGNING_SECRET")],
+        "Okta API token": [stack.settings.secret("OKTA_API_TOKEN")],
+        "hook auth": [DEMO_HOOK_AUTH],
+        "provider token": [stack.settings.secret("TELEPHONY_AUTH_TOKEN")],
+    }
+    return [name for name, values in candidates.items() if any(v and v in log_text for v in values)]
+
+
+async def run_demo(verbose: bool = False, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    logs = io.StringIO()
+    configure_logging("DEBUG", "json", logs)
+    transcript = Transcript(out)
+    transcript.line(
+        "Helpdesk Verify — demo against the sandbox (local fakes of Slack, Okta and Twilio; no credentials)"
+    )
+    async with SandboxStack() as stack:
+        assert stack.settings is not None
+        transcript.line(
+            f"  nats-server {stack.settings.nats_url} · gateway {stack.gateway_url} · hook {stack.hook_url}"
+        )
+        demo = Demo(stack, transcript)
+        try:
+            await demo.push_to_temp_password()
+            await demo.sms_wrong_then_right()
+            await demo.telephony_hook()
+            await demo.audit_and_home()
+        except TimeoutError as exc:
+            transcript.line(f"\n✗ demo stopped: {exc}")
+            if verbose:
+                print(logs.getvalue(), file=sys.stderr)
+            return 1
+        leaked = secrets_in_logs(logs.getvalue(), stack)
+    lines = logs.getvalue().count("\n")
+    transcript.scene(5, "Secrets")
+    transcript.line(f"  {lines} log lines written; secrets found in them: {', '.join(leaked) if leaked else 'none'}")
+    if verbose:
+        print(logs.getvalue(), file=sys.stderr)
+    return 1 if leaked else 0
