@@ -311,6 +311,7 @@ class CaseSnapshot(Message):
     agent: Actor
     case_token: str
     trigger_id: str | None = None  # set while the modal has not been opened yet
+    channel_id: str | None = None  # where the agent opened the case (OpenCase.channel_id), if known
     view: ViewRef | None = None
     query: str = ""
     mode: Literal["full", "verify-only"] = "full"
