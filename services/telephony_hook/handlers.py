@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import zlib
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,6 +50,7 @@ log = get_logger(__name__)
 Outcome = Literal["success", "failure", "denied", "refused", "pending", "info", "alert"]
 Severity = Literal["info", "warning", "alert"]
 _OUTCOMES: dict[str, Outcome] = {"SUCCESSFUL": "success", "PENDING": "pending", "FAILED": "failure"}
+LIMIT_LOCK_STRIPES = 64
 ANSWER_MARGIN = 0.15  # seconds kept after the last provider attempt to build and send the answer
 GUARD_MARGIN = 0.05  # the hard stop, just before the deadline
 SUCCESS_STATES = frozenset({"delivered", "sent", "completed", "read"})
@@ -193,6 +195,7 @@ class TelephonyHook:
         self.status_tokens = dict(status_tokens)
         self.background = Background()
         self.primary_name = dispatcher.providers[0].name
+        self._key_locks = [asyncio.Lock() for _ in range(LIMIT_LOCK_STRIPES)]
 
     # -- POST /telephony/okta -----------------------------------------------------------------
 
@@ -309,7 +312,10 @@ class TelephonyHook:
         ]
         for kind, key, limit in (c for c in checks if c is not None):
             try:
-                decision = await self.limiter.hit(key, limit=limit, window=self.limits.window)
+                # One hit per key at a time in this process: the counter is a compare-and-swap in KV,
+                # and a hot key (a busy prefix) would otherwise burn its retries on our own requests.
+                async with self._key_locks[zlib.crc32(key.encode()) % len(self._key_locks)]:
+                    decision = await self.limiter.hit(key, limit=limit, window=self.limits.window)
             except Exception as exc:
                 raise HookUnavailable(f"limits: {type(exc).__name__}") from None
             if not decision.allowed:

@@ -1,0 +1,275 @@
+"""Benchmark of the telephony hook on loopback: throughput, latency, overhead, worst case on failover.
+
+    .venv/bin/python bench/telephony_hook.py            # ~40 s, prints a table, stops by itself
+    .venv/bin/python bench/telephony_hook.py --seconds 2
+
+It starts its own nats-server and two FakeTwilio providers in this process, and the hook (the real
+``create_service``) in a child process, so the load generator does not share the hook's event loop.
+Scenarios: an open-loop 200 req/s against a provider answering in 0 ms and in 300 ms (overhead =
+latency − provider latency), a closed-loop throughput run, then a primary that hangs or fails with a
+working fallback (worst answer must stay < 3 s, Okta's limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+SELF = Path(__file__).resolve()
+ROOT = SELF.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sandbox.telephony import FakeTwilio  # noqa: E402
+from shared.natsserver import EmbeddedNats  # noqa: E402
+
+HOOK_AUTH = "Basic YmVuY2g6YmVuY2gtc2VjcmV0"
+CHILD_LIFETIME = 300.0  # the hook process stops by itself after this, whatever happens here
+
+
+@dataclass
+class Run:
+    name: str
+    latencies: list[float]
+    statuses: Counter[str]
+    wall: float
+    hook_cpu: float = 0.0  # CPU seconds the hook process used during the run
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def line(self, provider_ms: float | None = None) -> str:
+        rate = len(self.latencies) / self.wall if self.wall else 0.0
+        text = (
+            f"{self.name:<38} n={len(self.latencies):>5} {rate:>7.1f} req/s  "
+            f"p50={self.pct(0.50):7.1f} ms  p99={self.pct(0.99):7.1f} ms  max={max(self.latencies) * 1000:7.1f} ms"
+        )
+        if provider_ms is not None:
+            over = [max(0.0, lat * 1000 - provider_ms) for lat in self.latencies]
+            over.sort()
+            text += f"  overhead p50={statistics.median(over):5.1f} ms p99={over[int(0.99 * (len(over) - 1))]:5.1f} ms"
+        if self.hook_cpu:
+            text += f"  hook CPU {self.hook_cpu / len(self.latencies) * 1000:.2f} ms/req"
+        return text + "  " + ", ".join(f"{k}={v}" for k, v in sorted(self.statuses.items()))
+
+
+def okta_body(i: int, channel: str = "SMS") -> bytes:
+    number = f"+1415555{i % 9000 + 1000:04d}"
+    return orjson.dumps(
+        {
+            "eventId": uuid.uuid4().hex[:22],
+            "eventType": "com.okta.telephony.provider",
+            "requestType": "com.okta.user.telephony.mfa-verification",
+            "data": {
+                "userProfile": {"login": f"user{i}@example.com", "userId": f"00u{i:017d}"},
+                "messageProfile": {
+                    "msgTemplate": "Your code is 123456",
+                    "phoneNumber": number,
+                    "deliveryChannel": channel,
+                    "otpCode": "123456",
+                    "locale": "EN-US",
+                },
+            },
+        }
+    )
+
+
+async def one(session: aiohttp.ClientSession, url: str, i: int) -> tuple[float, str]:
+    body = okta_body(i, "voice" if i % 10 == 9 else "SMS")
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers={"Authorization": HOOK_AUTH}) as resp:
+        payload = orjson.loads(await resp.read())
+    elapsed = time.perf_counter() - started
+    if resp.status != 200:
+        return elapsed, f"http{resp.status}"
+    if "error" in payload:
+        return elapsed, "error:" + payload["error"]["errorCauses"][0]["reason"]
+    return elapsed, payload["commands"][0]["value"][0]["status"]
+
+
+async def open_loop(name: str, url: str, rate: float, seconds: float) -> Run:
+    """``rate`` requests per second for ``seconds``, each started on schedule whatever the others do."""
+    total = int(rate * seconds)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(one(session, url, i) for i in range(20)))  # warm the connection pool
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tasks = []
+        for i in range(total):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(session, url, i)))
+        results = await asyncio.gather(*tasks)
+        wall = loop.time() - start
+    return Run(name, [r[0] for r in results], Counter(r[1] for r in results), wall)
+
+
+async def closed_loop(name: str, url: str, concurrency: int, seconds: float) -> Run:
+    """``concurrency`` clients sending back to back for ``seconds``: the throughput ceiling."""
+    results: list[tuple[float, str]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        stop = start + seconds
+
+        async def worker(w: int) -> None:
+            i = w
+            while loop.time() < stop:
+                results.append(await one(session, url, i))
+                i += concurrency
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        wall = loop.time() - start
+    return Run(name, [r[0] for r in results], Counter(r[1] for r in results), wall)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(proc: asyncio.subprocess.Process, scenario: Awaitable[Run]) -> Run:
+    before = cpu_seconds(proc.pid)
+    run = await scenario
+    run.hook_cpu = cpu_seconds(proc.pid) - before
+    return run
+
+
+async def start_hook(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SELF),
+        "--serve",
+        env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if not line.startswith(b"READY "):
+        raise RuntimeError(f"hook did not start: {line!r}")
+    return proc, line.split()[1].decode() + "/telephony/okta"
+
+
+async def stop_hook(proc: asyncio.subprocess.Process) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()  # EOF tells the child to stop
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def bench(seconds: float) -> None:
+    async with EmbeddedNats() as nats_server:
+        primary, fallback = FakeTwilio(), FakeTwilio()
+        await primary.start()
+        await fallback.start()
+        env = {
+            "NATS_URL": nats_server.url,
+            "NATS_PREFIX": "bench" + uuid.uuid4().hex[:6],
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "json",
+            "TELEPHONY_HOOK_AUTH": HOOK_AUTH,
+            "TELEPHONY_PROVIDER_URL": primary.url,
+            "TELEPHONY_ACCOUNT_SID": primary.account_sid,
+            "TELEPHONY_AUTH_TOKEN": primary.auth_token,
+            "TELEPHONY_FROM": "+14155550000",
+            "TELEPHONY_FALLBACK_URL": fallback.url,
+            "TELEPHONY_FALLBACK_ACCOUNT_SID": fallback.account_sid,
+            "TELEPHONY_FALLBACK_AUTH_TOKEN": fallback.auth_token,
+            "TELEPHONY_FALLBACK_FROM": "+14155550001",
+            "TELEPHONY_LIMIT_PER_NUMBER": "1000000",
+            "TELEPHONY_LIMIT_PER_PREFIX": "1000000",
+            "TELEPHONY_LIMIT_PER_USER": "1000000",
+            "TELEPHONY_HOOK_PORT": "0",
+        }
+        proc, url = await start_hook(env)
+        try:
+            print(f"hook {url}  nats-server {nats_server.url}  cpus={os.cpu_count()}  python {sys.version.split()[0]}")
+            runs = []
+            primary.latency = 0.0
+            runs.append((await measured(proc, open_loop("200 req/s, provider 0 ms", url, 200, seconds)), 0.0))
+            primary.latency = 0.3
+            runs.append((await measured(proc, open_loop("200 req/s, provider 300 ms", url, 200, seconds)), 300.0))
+            primary.latency = 0.0
+            closed = closed_loop("throughput, 32 clients, provider 0 ms", url, 32, seconds / 2)
+            runs.append((await measured(proc, closed), None))
+            for run, provider_ms in runs:
+                print(run.line(provider_ms))
+            print()
+            fallback_runs = []
+            primary.hang_next(10_000)
+            fallback_runs.append(await open_loop("primary hangs, fallback works", url, 20, seconds / 2))
+            primary.release()
+            primary.fail_next(status=503, n=10_000)
+            fallback_runs.append(await open_loop("primary 503s, fallback works", url, 200, seconds / 2))
+            primary.reset()
+            for run in fallback_runs:
+                print(run.line() + f"  worst={max(run.latencies) * 1000:.0f} ms (< 3000 ms)")
+            print(
+                f"\nprovider requests received: primary={len(primary.calls)} fallback={len(fallback.calls)}; "
+                "a hung request is never re-sent (PENDING), a 5xx fails over"
+            )
+        finally:
+            await stop_hook(proc)
+            await primary.stop()
+            await fallback.stop()
+
+
+async def serve() -> None:
+    """The child: the real hook service until stdin closes (or CHILD_LIFETIME passes)."""
+    from services.telephony_hook.app import create_service
+    from shared.bus import Bus
+    from shared.logging import configure_logging
+    from shared.settings import Settings
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    configure_logging(settings.log_level, settings.log_format)
+    bus = await Bus.connect(settings, name="telephony-hook-bench")
+    await bus.ensure_streams()
+    service = create_service(settings, bus)
+    await service.start()
+    print(f"READY {service.url}", flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.read(), CHILD_LIFETIME)
+    await service.stop()
+    await bus.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each 200 req/s run")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve())
+        return
+    asyncio.run(asyncio.wait_for(bench(args.seconds), 240))
+
+
+if __name__ == "__main__":
+    main()
