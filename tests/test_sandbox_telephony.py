@@ -103,11 +103,7 @@ async def test_call_created_matches_twilio_schema(twilio: FakeTwilio) -> None:
 async def test_bad_credentials_are_20003(twilio: FakeTwilio, case: str) -> None:
     """Missing or wrong basic auth, or another account's path, is a 401 with code 20003."""
     sid = "AC" + "0" * 32 if case == "other-account" else twilio.account_sid
-    auth = (
-        None
-        if case == "no-auth"
-        else (twilio.account_sid, "wrong" if case == "wrong-token" else twilio.auth_token)
-    )
+    auth = None if case == "no-auth" else (twilio.account_sid, "wrong" if case == "wrong-token" else twilio.auth_token)
     async with httpx.AsyncClient(base_url=twilio.url, auth=auth) as client:
         resp = await client.post(f"/2010-04-01/Accounts/{sid}/Messages.json", data={"To": "+1"})
     assert resp.status_code == 401
