@@ -290,6 +290,6 @@ class FakeTwilio(FakeService):
             "twiml": form.get("Twiml"),
         }
         # Twilio does not echo the TwiML; keep it for inspection, answer without it.
-        answer = {k: v for k, v in call.items() if k != "twiml"}
+        resource = {k: v for k, v in call.items() if k != "twiml"}
         self.calls_created.append(call)
-        return json_response(answer, status=201)
+        return json_response(resource, status=201)
