@@ -1,0 +1,298 @@
+"""The responder's views: every case state renders, validates against Slack's limits and reads well."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from slack_sdk.errors import SlackObjectFormationError
+
+from sandbox.slack import FakeSlack, _validate_view
+from services.slack_responder import views
+from shared import ui
+from shared.messages import (
+    ActionKind,
+    ActionResult,
+    Actor,
+    CaseSnapshot,
+    CaseState,
+    ChallengeInfo,
+    FactorOption,
+    HomeSnapshot,
+    Notice,
+    RecentCase,
+    ShowTempPassword,
+    UserCard,
+    VerifiedInfo,
+)
+from shared.tokens import CaseTokens
+
+NOW = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
+LONG = "Maximiliana-Alexandrina " * 30
+TOKEN = CaseTokens("x" * 40).issue("case-1", "U0AGENT01")
+
+
+def target(long: bool = False) -> UserCard:
+    return UserCard(
+        id="00u1",
+        login=("jane.doe." + "x" * 300 + "@example.com") if long else "jane.doe@example.com",
+        email="jane@example.com",
+        first_name=LONG if long else "Jane",
+        last_name=LONG if long else "Doe",
+        status="LOCKED_OUT",
+        last_login=NOW - timedelta(days=1),
+    )
+
+
+def factors(n: int = 4, long: bool = False) -> list[FactorOption]:
+    kinds = ["push", "sms", "call", "email", "token:software:totp", "question"]
+    found = [
+        FactorOption(
+            id=f"f{i}",
+            factor_type=kinds[i % len(kinds)],
+            provider="OKTA",
+            label=(LONG if long else f"Factor {i}"),
+            hint=("•" * 400 if long else "••• 1337"),
+            weak=kinds[i % len(kinds)] == "question",
+        )
+        for i in range(n)
+    ]
+    found.append(
+        FactorOption(
+            id="wa",
+            factor_type="webauthn",
+            provider="FIDO",
+            label="Security key",
+            usable=False,
+            reason="needs the user's own browser",
+        )
+    )
+    return found
+
+
+def challenge(kind: str = "push", **extra: Any) -> ChallengeInfo:
+    values: dict[str, Any] = {
+        "challenge_id": "ch1",
+        "factor_id": "f0",
+        "factor_type": {"push": "push", "code": "sms", "answer": "question", "attribute": "attribute"}[kind],
+        "label": "Okta Verify" if kind == "push" else "SMS",
+        "hint": "••• 1337",
+        "kind": kind,
+        "sent_at": NOW - timedelta(seconds=42),
+        "expires_at": NOW + timedelta(minutes=4),
+        "attempts_left": 2,
+    }
+    values.update(extra)
+    return ChallengeInfo(**values)
+
+
+def snapshot(state: CaseState, long: bool = False, n_factors: int = 4, **extra: Any) -> CaseSnapshot:
+    values: dict[str, Any] = {
+        "case_id": "case-1",
+        "revision": 5,
+        "state": state,
+        "agent": Actor(user_id="U0AGENT01"),
+        "case_token": TOKEN,
+        "target": target(long),
+        "factors": factors(n_factors, long),
+        "query": LONG if long else "jane",
+    }
+    values.update(extra)
+    return CaseSnapshot(**values)
+
+
+VERIFIED = VerifiedInfo(by_agent="U0AGENT01", method="Okta Verify push", at=NOW, expires_at=NOW + timedelta(minutes=10))
+
+
+def every_state(long: bool, n_factors: int) -> list[CaseSnapshot]:
+    notice = Notice(level="warning", text=LONG * 10 if long else "Okta is rate limiting us", retry_in=11.2)
+    results = [ActionResult(action=ActionKind.UNLOCK, ok=True, message=LONG if long else "Unlocked", at=NOW)] * 30
+    return [
+        snapshot(CaseState.OPENED, long, n_factors),
+        snapshot(CaseState.DENIED, long, n_factors, denial_reason=LONG * 20 if long else "Not in Helpdesk"),
+        snapshot(CaseState.SEARCHING, long, n_factors, notice=notice),
+        snapshot(CaseState.FACTORS, long, n_factors, escalation=LONG if long else None),
+        snapshot(CaseState.CHALLENGE_SENT, long, n_factors, challenge=challenge("push", correct_answer=42)),
+        snapshot(CaseState.CHALLENGE_SENT, long, n_factors, challenge=challenge("code", can_resend=True)),
+        snapshot(CaseState.CHALLENGE_SENT, long, n_factors, challenge=challenge("answer", label=LONG if long else "Q")),
+        snapshot(CaseState.CHALLENGE_SENT, long, n_factors, challenge=challenge("attribute")),
+        snapshot(CaseState.VERIFIED, long, n_factors, verified=VERIFIED, actions=list(ActionKind), results=results),
+        snapshot(
+            CaseState.VERIFIED,
+            long,
+            n_factors,
+            verified=VERIFIED,
+            mode="verify-only",
+            admin_url="https://acme-admin.okta.com/admin/user/profile/view/00u1",
+        ),
+        snapshot(CaseState.VERIFIED, long, n_factors, verified=VERIFIED, escalation="Protected user: ask IAM."),
+        snapshot(CaseState.REJECTED, long, n_factors),
+        snapshot(CaseState.TIMED_OUT, long, n_factors),
+        snapshot(CaseState.FAILED, long, n_factors, notice=Notice(level="error", text="Too many wrong codes")),
+        snapshot(CaseState.CLOSED, long, n_factors, results=results),
+    ]
+
+
+def all_texts(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["text"]] if isinstance(value.get("text"), str) else []
+        return found + [t for v in value.values() for t in all_texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in all_texts(v)]
+    return []
+
+
+def elements(view: dict[str, Any], action_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("action_id") == action_id:
+                found.append(value)
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(view["blocks"])
+    return found
+
+
+@pytest.mark.parametrize(("long", "n_factors"), [(False, 4), (True, 4), (False, 150), (True, 150)])
+def test_every_state_fits_slacks_limits(long: bool, n_factors: int) -> None:
+    """Every state renders within Slack's limits with long names and many factors, and Slack's checks accept it."""
+    for snap in every_state(long, n_factors):
+        view = views.render_case(snap, now=NOW)
+        assert len(view["blocks"]) <= 100, snap.state
+        assert view["private_metadata"] == TOKEN
+        assert len(view["title"]["text"]) <= 24
+        for text in all_texts(view["blocks"]):
+            assert len(text) <= 3000
+        _validate_view(view, allowed_types=("modal",))  # the sandbox's copy of Slack's own checks
+        assert FakeSlack.render_text(view)
+
+
+def test_validation_is_active() -> None:
+    """An over-long text that bypasses our clipping is refused by slack_sdk before it is sent."""
+    with pytest.raises(SlackObjectFormationError):
+        views._modal(TOKEN, [views.SectionBlock(text=views.MarkdownTextObject(text="x" * 3001))])
+
+
+def test_search_uses_external_select_and_shows_the_query() -> None:
+    """The user search is an external_select (min 3 characters) with the command's text shown as a hint."""
+    view = views.render_case(snapshot(CaseState.SEARCHING), now=NOW)
+    [select] = elements(view, ui.ACTION_SELECT_USER)
+    assert select["type"] == "external_select" and select["min_query_length"] == 3
+    assert any(b.get("block_id") == ui.BLOCK_USER_SEARCH for b in view["blocks"])
+    assert "Searching for: *jane*" in FakeSlack.render_text(view)
+
+
+def test_factor_list_has_a_button_per_usable_factor_and_explains_the_rest() -> None:
+    """Each usable factor gets a challenge button carrying its id; unusable ones are listed with their reason."""
+    view = views.render_case(snapshot(CaseState.FACTORS, n_factors=6), now=NOW)
+    buttons = elements(view, ui.ACTION_CHALLENGE)
+    assert [b["value"] for b in buttons] == ["f0", "f1", "f2", "f3", "f4", "f5"]
+    text = FakeSlack.render_text(view)
+    assert "Security key: needs the user's own browser" in text
+    assert "weak" in text
+
+
+def test_push_wait_shows_the_number_large_and_a_cancel_button() -> None:
+    """The number to read out is a header of its own; elapsed time and a cancel button are shown."""
+    view = views.render_case(
+        snapshot(CaseState.CHALLENGE_SENT, challenge=challenge("push", correct_answer=73)), now=NOW
+    )
+    assert any(b["type"] == "header" and b["text"]["text"] == "73" for b in view["blocks"])
+    assert "Waiting 42 s" in FakeSlack.render_text(view)
+    assert elements(view, ui.ACTION_CANCEL)
+
+
+def test_code_entry_submits_code_or_answer_with_attempts_and_resend_countdown() -> None:
+    """Code entry uses BLOCK_CODE/ACTION_CODE, CALLBACK_CODE for codes and CALLBACK_ANSWER otherwise."""
+    later = NOW + timedelta(seconds=20)
+    code = snapshot(CaseState.CHALLENGE_SENT, challenge=challenge("code", can_resend=True, resend_available_at=later))
+    view = views.render_case(code, now=NOW)
+    assert view["callback_id"] == ui.CALLBACK_CODE and view["submit"]["text"] == "Verify"
+    [block] = [b for b in view["blocks"] if b["type"] == "input"]
+    assert block["block_id"] == ui.BLOCK_CODE and block["element"]["action_id"] == ui.ACTION_CODE
+    text = FakeSlack.render_text(view)
+    assert "2 attempts left" in text and "Resend possible in 20 s" in text
+    assert not elements(view, ui.ACTION_RESEND)
+    assert elements(views.render_case(code, now=later), ui.ACTION_RESEND)
+    answer = views.render_case(snapshot(CaseState.CHALLENGE_SENT, challenge=challenge("answer")), now=NOW)
+    assert answer["callback_id"] == ui.CALLBACK_ANSWER
+
+
+def test_verified_offers_only_the_actions_the_worker_allows() -> None:
+    """The verified view has exactly the buttons for ``snapshot.actions`` (one reset per factor)."""
+    snap = snapshot(CaseState.VERIFIED, verified=VERIFIED, actions=[ActionKind.UNLOCK, ActionKind.RESET_FACTOR])
+    values = [b["value"] for b in elements(views.render_case(snap, now=NOW), ui.ACTION_RUN)]
+    assert values == ["unlock", *[f"{ui.RESET_FACTOR_PREFIX}f{i}" for i in range(4)], f"{ui.RESET_FACTOR_PREFIX}wa"]
+    text = FakeSlack.render_text(views.render_case(snap, now=NOW))
+    assert "Verified by @U0AGENT01 with *Okta Verify push*" in text and "Valid until" in text
+
+
+def test_verify_only_mode_links_to_the_admin_console() -> None:
+    """Verify-only mode offers no reset, only a link button to the user in the Okta Admin Console."""
+    url = "https://acme-admin.okta.com/admin/user/profile/view/00u1"
+    snap = snapshot(CaseState.VERIFIED, verified=VERIFIED, mode="verify-only", admin_url=url, actions=[])
+    view = views.render_case(snap, now=NOW)
+    assert not elements(view, ui.ACTION_RUN)
+    [link] = elements(view, ui.ACTION_OPEN_ADMIN)
+    assert link["url"] == url
+
+
+def test_escalation_replaces_the_actions() -> None:
+    """A protected user's verified view explains the escalation and offers no reset."""
+    snap = snapshot(CaseState.VERIFIED, verified=VERIFIED, actions=[ActionKind.UNLOCK], escalation="Ask IAM.")
+    view = views.render_case(snap, now=NOW)
+    assert not elements(view, ui.ACTION_RUN)
+    assert "Ask IAM." in FakeSlack.render_text(view)
+
+
+def test_notices_say_when_we_retry() -> None:
+    """A rate-limit notice reads "retrying in 12 s" at the top of the view."""
+    snap = snapshot(CaseState.SEARCHING, notice=Notice(level="warning", text="Okta rate limit", retry_in=11.2))
+    assert "Okta rate limit — retrying in 12 s" in FakeSlack.render_text(views.render_case(snap, now=NOW))
+
+
+def test_names_cannot_forge_mentions_or_links() -> None:
+    """User-controlled text is escaped, so a name like <!here> is shown, not broadcast."""
+    evil = target().model_copy(update={"first_name": "<!here>", "last_name": "<https://evil.example|click>"})
+    view = views.render_case(snapshot(CaseState.FACTORS, target=evil), now=NOW)
+    joined = " ".join(all_texts(view["blocks"]))
+    assert "<!here>" not in joined and "<https://evil" not in joined
+
+
+def test_temp_password_view_is_shown_once_with_a_done_button() -> None:
+    """The password view holds the password, guidance, and a "Done" button that refreshes the case."""
+    show = ShowTempPassword(
+        case_id="case-1",
+        revision=7,
+        agent=Actor(user_id="U0AGENT01"),
+        view=None,
+        target_login="jane.doe@example.com",
+        temp_password="Tmp-9x7Q2",
+        case_token=TOKEN,
+    )
+    view = views.render_temp_password(show)
+    text = FakeSlack.render_text(view)
+    assert "Tmp-9x7Q2" in text and "shown only this once" in text
+    assert elements(view, ui.ACTION_REFRESH)
+
+
+def test_home_lists_ten_recent_cases_and_dependency_status() -> None:
+    """App Home: a start button, at most 10 recent cases, and Okta/Slack/NATS as last seen."""
+    recent = [
+        RecentCase(case_id=f"c{i}", target_login=f"user{i}", state=CaseState.CLOSED, outcome="verified", at=NOW)
+        for i in range(15)
+    ]
+    home = HomeSnapshot(agent=Actor(user_id="U0AGENT01"), recent=recent, okta_status="ok", okta_checked_at=NOW)
+    view = views.render_home(home, views.HomeStatus(slack="ok", nats="connected"))
+    text = FakeSlack.render_text(view)
+    assert elements(view, ui.ACTION_START)
+    assert "user9" in text and "user10" not in text
+    assert "Okta: ok" in text and "Slack: ok" in text and "NATS: connected" in text
+    _validate_view(view, allowed_types=("home",))
