@@ -20,8 +20,6 @@ No error text holds the auth token, the message body or the full number.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +28,6 @@ import orjson
 from pydantic import SecretStr
 
 from shared.settings import Settings
-
-# httpcore runs `import sniffio` each time it makes a lock; when sniffio is not installed (anyio >= 4.12
-# no longer pulls it in) every failed import scans sys.path again: ~0.3 ms of CPU per provider request.
-# Recording the absence once makes the import fail at once, as it would anyway.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 CONNECT_TIMEOUT = 1.0  # seconds; a provider that does not accept a connection by then is down
 RETRYABLE_CODES = frozenset({20429})  # "too many concurrent requests": never processed, safe to retry
