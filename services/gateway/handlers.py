@@ -1,0 +1,453 @@
+"""What each verified Slack payload means: one typed command to publish, or a direct answer.
+
+Plain functions, no I/O: a payload (already signature-checked) goes in, a :class:`Decision` comes out.
+The dispatcher publishes a :class:`Publish` with its ``msg_id`` (derived from Slack's ids, so a
+duplicate delivery is a no-op on JetStream) and answers Slack with ``reply``, or with
+``unavailable`` if the bus cannot take it; an :class:`Answer` is sent back as is.
+
+    decision = on_slash_command(form, rules)
+    match decision:
+        case Publish(command, msg_id, reply, unavailable): ...
+        case Answer(reply, outcome, reason): ...
+
+Every case-scoped payload (anything inside a case modal) carries the signed case token in the
+view's ``private_metadata``; it is verified here, against the acting Slack user, before anything is
+published. A refusal never reaches the bus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import SecretStr
+
+from services.gateway import views
+from services.gateway.slack_request import MalformedRequest
+from shared.messages import (
+    ActionKind,
+    Actor,
+    BackToSearch,
+    CancelChallenge,
+    ChallengeFactor,
+    CloseCase,
+    Command,
+    HomeOpened,
+    OpenCase,
+    RefreshCase,
+    ResendChallenge,
+    RunAction,
+    SearchUsers,
+    SelectUser,
+    SubmitCode,
+    ViewRef,
+)
+from shared.settings import Settings
+from shared.tokens import (
+    CaseClaims,
+    CaseTokenError,
+    CaseTokenExpired,
+    CaseTokens,
+    CaseTokenWrongAgent,
+)
+from shared.ui import (
+    ACTION_BACK_TO_SEARCH,
+    ACTION_CANCEL,
+    ACTION_CHALLENGE,
+    ACTION_CLOSE,
+    ACTION_CODE,
+    ACTION_OPEN_ADMIN,
+    ACTION_REFRESH,
+    ACTION_RESEND,
+    ACTION_RUN,
+    ACTION_SELECT_USER,
+    ACTION_START,
+    BLOCK_CODE,
+    CALLBACK_ANSWER,
+    CALLBACK_CODE,
+    CALLBACKS,
+    RESET_FACTOR_PREFIX,
+    SHORTCUT_CALLBACK,
+)
+
+MAX_QUERY = 100
+MAX_ANSWER = 200
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the handlers need to decide: the case-token verifier, the command name, code lengths."""
+
+    tokens: CaseTokens
+    command: str = "/helpdesk"
+    code_min_length: int = 6
+    code_max_length: int = 8
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        return cls(
+            tokens=CaseTokens(settings.secret("CASE_TOKEN_SECRET"), ttl=settings.case_token_ttl),
+            command=settings.slack_command,
+            code_min_length=settings.code_min_length,
+            code_max_length=settings.code_max_length,
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What Slack gets back: an HTTP status and a JSON body (``None``: an empty body)."""
+
+    status: int = 200
+    body: dict[str, Any] | None = None
+
+
+EMPTY = Reply()
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Publish ``command`` (deduplicated by ``msg_id``), then answer ``reply``; ``unavailable`` if the bus is down."""
+
+    command: Command
+    msg_id: str
+    reply: Reply = EMPTY
+    unavailable: Reply = EMPTY
+    case_id: str | None = None  # from the verified case token, for log correlation
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer Slack directly; nothing is published. ``outcome``/``reason`` are for metrics and logs."""
+
+    reply: Reply
+    outcome: str  # answered | ignored | refused | invalid
+    reason: str = ""
+
+
+Decision = Publish | Answer
+
+
+class CaseRefused(Exception):
+    """Raised when a case-scoped payload's token is missing, tampered, expired or another agent's."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind  # missing | invalid | expired | wrong_agent
+
+
+# ---------------------------------------------------------------------------------------------
+# small readers
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _actor(payload: dict[str, Any]) -> Actor:
+    user = _dict(payload.get("user"))
+    user_id = _str(user.get("id"))
+    if not user_id:
+        raise MalformedRequest("no_user")
+    team_id = _str(_dict(payload.get("team")).get("id")) or _str(user.get("team_id")) or None
+    name = _str(user.get("username")) or _str(user.get("name")) or None
+    return Actor(user_id=user_id, team_id=team_id, user_name=name)
+
+
+def case_token_of(private_metadata: str) -> str | None:
+    """The case token in a view's ``private_metadata``: the token itself, or ``{"case_token": …}``."""
+    metadata = private_metadata.strip()
+    if metadata.startswith("{"):
+        try:
+            obj = orjson.loads(metadata)
+        except orjson.JSONDecodeError:
+            return None
+        token = obj.get("case_token") or obj.get("token") if isinstance(obj, dict) else None
+        return token if isinstance(token, str) and token else None
+    return metadata or None
+
+
+def check_case(view: dict[str, Any], agent_id: str, rules: Rules) -> tuple[str, CaseClaims]:
+    """The view's case token and its claims, verified for ``agent_id`` (``CaseRefused`` otherwise)."""
+    token = case_token_of(_str(view.get("private_metadata")))
+    if token is None:
+        raise CaseRefused("missing")
+    try:
+        return token, rules.tokens.verify(token, agent_id=agent_id)
+    except CaseTokenExpired:
+        raise CaseRefused("expired") from None
+    except CaseTokenWrongAgent:
+        raise CaseRefused("wrong_agent") from None
+    except CaseTokenError:
+        raise CaseRefused("invalid") from None
+
+
+def _view_ref(view: dict[str, Any], with_hash: bool = True) -> ViewRef | None:
+    view_id = _str(view.get("id"))
+    if not view_id:
+        return None
+    return ViewRef(view_id=view_id, hash=(_str(view.get("hash")) or None) if with_hash else None)
+
+
+def _ignored(reason: str) -> Answer:
+    return Answer(EMPTY, "ignored", reason)
+
+
+def _refused(kind: str) -> Answer:
+    return Answer(EMPTY, "refused", f"case_token_{kind}")
+
+
+def _query(text: str) -> str:
+    return " ".join(text.split())[:MAX_QUERY]
+
+
+# ---------------------------------------------------------------------------------------------
+# slash commands
+
+
+def on_slash_command(form: dict[str, str], rules: Rules) -> Decision:
+    """``/helpdesk [login or name]`` → :class:`OpenCase`; anything else → the ephemeral help."""
+    command = form.get("command", "")
+    text = form.get("text", "")
+    if command != rules.command or text.strip().lower() in {"help", "?"}:
+        return Answer(Reply(body=views.help_message(rules.command)), "answered", "help")
+    user_id, trigger_id = form.get("user_id", ""), form.get("trigger_id", "")
+    if not user_id or not trigger_id:
+        raise MalformedRequest("incomplete_command")
+    agent = Actor(user_id=user_id, team_id=form.get("team_id") or None, user_name=form.get("user_name") or None)
+    command_msg = OpenCase(
+        agent=agent,
+        trigger_id=trigger_id,
+        query=_query(text),
+        source="command",
+        channel_id=form.get("channel_id") or None,
+    )
+    return Publish(command_msg, f"open:{trigger_id}", unavailable=Reply(body=views.unavailable_message()))
+
+
+# ---------------------------------------------------------------------------------------------
+# interactivity
+
+
+def on_interaction(payload: dict[str, Any], rules: Rules) -> Decision:
+    """A ``payload`` from /slack/interactions: shortcut, block_actions, view_submission, view_closed."""
+    kind = payload.get("type")
+    if kind == "shortcut":
+        return _on_shortcut(payload)
+    if kind == "block_actions":
+        return _on_block_actions(payload, rules)
+    if kind == "view_submission":
+        return _on_view_submission(payload, rules)
+    if kind == "view_closed":
+        return _on_view_closed(payload, rules)
+    return _ignored(f"type:{kind}" if isinstance(kind, str) else "type:unknown")
+
+
+def _open_case(
+    payload: dict[str, Any], source: Literal["command", "shortcut", "home", "retry"], query: str = ""
+) -> Decision:
+    trigger_id = _str(payload.get("trigger_id"))
+    if not trigger_id:
+        raise MalformedRequest("no_trigger_id")
+    channel = _str(_dict(payload.get("channel")).get("id")) or None
+    command = OpenCase(
+        agent=_actor(payload), trigger_id=trigger_id, query=_query(query), source=source, channel_id=channel
+    )
+    return Publish(command, f"open:{trigger_id}")
+
+
+def _on_shortcut(payload: dict[str, Any]) -> Decision:
+    if payload.get("callback_id") != SHORTCUT_CALLBACK:
+        return _ignored("unknown_shortcut")
+    return _open_case(payload, "shortcut")
+
+
+def _on_block_actions(payload: dict[str, Any], rules: Rules) -> Decision:
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+        raise MalformedRequest("no_actions")
+    action = actions[0]
+    action_id = _str(action.get("action_id"))
+    view = _dict(payload.get("view"))
+    if action_id == ACTION_START:
+        from_home = view.get("type") == "home"
+        query = "" if from_home else _str(action.get("value"))
+        return _open_case(payload, "home" if from_home else "retry", query)
+    if action_id == ACTION_OPEN_ADMIN:
+        return _ignored("url_button")
+    agent = _actor(payload)
+    try:
+        token, claims = check_case(view, agent.user_id, rules)
+    except CaseRefused as refused:
+        return _refused(refused.kind)
+    command = _case_command(action_id, action, agent, token, _view_ref(view))
+    if command is None:
+        return _ignored(f"action:{action_id or 'none'}")
+    stamp = _str(action.get("action_ts")) or _str(payload.get("trigger_id"))
+    if not stamp:
+        raise MalformedRequest("no_action_ts")
+    return Publish(command, f"{claims.case_id}:{action_id}:{stamp}", case_id=claims.case_id)
+
+
+def _case_command(
+    action_id: str, action: dict[str, Any], agent: Actor, token: str, view: ViewRef | None
+) -> Command | None:
+    value = _str(action.get("value"))
+    common: dict[str, Any] = {"agent": agent, "case_token": token, "view": view}
+    if action_id == ACTION_SELECT_USER:
+        selected = _str(_dict(action.get("selected_option")).get("value"))
+        if not selected or selected.startswith(views.SENTINEL_PREFIX):
+            return None
+        return SelectUser(okta_user_id=selected, **common)
+    if action_id == ACTION_CHALLENGE:
+        return ChallengeFactor(factor_id=value, **common) if value else None
+    if action_id == ACTION_RUN:
+        if value.startswith(RESET_FACTOR_PREFIX):
+            factor_id = value.removeprefix(RESET_FACTOR_PREFIX)
+            return RunAction(action=ActionKind.RESET_FACTOR, factor_id=factor_id, **common) if factor_id else None
+        try:
+            return RunAction(action=ActionKind(value), **common)
+        except ValueError:
+            return None
+    simple: dict[str, type[Command]] = {
+        ACTION_RESEND: ResendChallenge,
+        ACTION_CANCEL: CancelChallenge,
+        ACTION_BACK_TO_SEARCH: BackToSearch,
+        ACTION_REFRESH: RefreshCase,
+        ACTION_CLOSE: CloseCase,
+    }
+    command_type = simple.get(action_id)
+    return command_type(**common) if command_type is not None else None
+
+
+def _submitted_input(view: dict[str, Any]) -> tuple[str, str | None]:
+    """The block id and text of the submitted code/answer: ``BLOCK_CODE``/``ACTION_CODE``, else the one input."""
+    values = _dict(_dict(view.get("state")).get("values"))
+    if BLOCK_CODE in values:
+        entry = _dict(_dict(values[BLOCK_CODE]).get(ACTION_CODE))
+        return BLOCK_CODE, entry.get("value") if isinstance(entry.get("value"), str) else None
+    for block_id, actions in values.items():
+        for entry in _dict(actions).values():
+            if _dict(entry).get("type") == "plain_text_input":
+                text = _dict(entry).get("value")
+                return str(block_id), text if isinstance(text, str) else None
+    return BLOCK_CODE, None
+
+
+def _errors(block_id: str, message: str) -> Reply:
+    return Reply(body={"response_action": "errors", "errors": {block_id: message}})
+
+
+def check_code(raw: str | None, min_length: int, max_length: int) -> tuple[str | None, str | None]:
+    """``(code, None)`` for a well-formed code (spaces between digit groups removed), else ``(None, why)``."""
+    code = "".join((raw or "").split())
+    if not code:
+        return None, "Enter the code the caller reads out."
+    if not (code.isascii() and code.isdigit()):
+        return None, "The code has digits only."
+    if not min_length <= len(code) <= max_length:
+        expected = f"{min_length}" if min_length == max_length else f"{min_length} to {max_length}"
+        return None, f"The code has {expected} digits."
+    return code, None
+
+
+def check_answer(raw: str | None) -> tuple[str | None, str | None]:
+    answer = (raw or "").strip()
+    if not answer:
+        return None, "Enter the caller's answer."
+    if len(answer) > MAX_ANSWER:
+        return None, f"The answer is at most {MAX_ANSWER} characters."
+    return answer, None
+
+
+def _on_view_submission(payload: dict[str, Any], rules: Rules) -> Decision:
+    view = _dict(payload.get("view"))
+    callback = view.get("callback_id")
+    if callback not in (CALLBACK_CODE, CALLBACK_ANSWER):
+        # Case views have no submit button; an empty answer closes whatever this is.
+        return _ignored("submission:other")
+    agent = _actor(payload)
+    block_id, raw = _submitted_input(view)
+    try:
+        token, claims = check_case(view, agent.user_id, rules)
+    except CaseRefused as refused:
+        return Answer(_errors(block_id, views.REFUSAL_TEXT[refused.kind]), "refused", f"case_token_{refused.kind}")
+    if callback == CALLBACK_CODE:
+        value, problem = check_code(raw, rules.code_min_length, rules.code_max_length)
+        checking = views.CHECKING_CODE
+    else:
+        value, problem = check_answer(raw)
+        checking = views.CHECKING_ANSWER
+    if value is None:
+        return Answer(_errors(block_id, problem or "Check this value."), "invalid", "bad_code")
+    view_ref = _view_ref(view, with_hash=False)
+    if view_ref is None:
+        raise MalformedRequest("no_view_id")
+    # After a response_action update the view's hash is unknown to us: the worker updates without one.
+    command = SubmitCode(agent=agent, case_token=token, view=view_ref, code=SecretStr(value))
+    update = Reply(body={"response_action": "update", "view": views.checking_view(view, checking)})
+    unavailable = _errors(block_id, views.UNAVAILABLE_TEXT)
+    msg_id = f"{claims.case_id}:submit:{view_ref.view_id}:{_str(view.get('hash'))}"
+    return Publish(command, msg_id, reply=update, unavailable=unavailable, case_id=claims.case_id)
+
+
+def _on_view_closed(payload: dict[str, Any], rules: Rules) -> Decision:
+    view = _dict(payload.get("view"))
+    if view.get("callback_id") not in CALLBACKS:
+        return _ignored("closed:other")
+    agent = _actor(payload)
+    try:
+        token, claims = check_case(view, agent.user_id, rules)
+    except CaseRefused as refused:
+        return _refused(refused.kind)
+    view_ref = _view_ref(view)
+    command = CloseCase(agent=agent, case_token=token, view=view_ref)
+    msg_id = f"{claims.case_id}:closed:{view_ref.view_id if view_ref else ''}"
+    return Publish(command, msg_id, case_id=claims.case_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# options (block_suggestion)
+
+
+def on_block_suggestion(payload: dict[str, Any], rules: Rules) -> SearchUsers | Answer:
+    """The user search as the agent types: a :class:`SearchUsers` to ask, or a menu to show at once."""
+    if payload.get("type") != "block_suggestion" or payload.get("action_id") != ACTION_SELECT_USER:
+        return Answer(Reply(body=views.no_options()), "ignored", "unknown_menu")
+    agent = _actor(payload)
+    try:
+        check_case(_dict(payload.get("view")), agent.user_id, rules)
+    except CaseRefused as refused:
+        menu = views.single_option(views.CASE_EXPIRED_OPTION, views.EXPIRED_OPTION_VALUE)
+        return Answer(Reply(body=menu), "refused", f"case_token_{refused.kind}")
+    query = _query(_str(payload.get("value")))
+    if not query:
+        return Answer(Reply(body=views.no_options()), "answered", "empty_query")
+    return SearchUsers(query=query, agent=agent)
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+def on_event(body: dict[str, Any]) -> Decision:
+    """``url_verification`` → its challenge; ``app_home_opened`` (Home tab) → :class:`HomeOpened`."""
+    kind = body.get("type")
+    if kind == "url_verification":
+        return Answer(Reply(body={"challenge": _str(body.get("challenge"))}), "answered", "url_verification")
+    if kind != "event_callback":
+        return _ignored(f"event:{kind}" if isinstance(kind, str) else "event:unknown")
+    event = _dict(body.get("event"))
+    if event.get("type") != "app_home_opened":
+        return _ignored("event:other")
+    if event.get("tab", "home") != "home":
+        return _ignored("event:messages_tab")
+    user_id, event_id = _str(event.get("user")), _str(body.get("event_id"))
+    if not user_id or not event_id:
+        raise MalformedRequest("incomplete_event")
+    agent = Actor(user_id=user_id, team_id=_str(body.get("team_id")) or None)
+    return Publish(HomeOpened(agent=agent), f"event:{event_id}")
