@@ -40,7 +40,7 @@ from services.telephony_hook.contract import (
 from services.telephony_hook.delivery import Delivered, Dispatcher, Job, NotDelivered, Progress
 from services.telephony_hook.numbers import Destination, NumberRefused, mask, normalize
 from shared.bus import Bus
-from shared.limits import RateLimiter
+from shared.limits import LimitDecision, RateLimiter
 from shared.logging import bind_correlation, get_logger
 from shared.messages import AuditEvent
 from shared.settings import Settings
@@ -310,14 +310,22 @@ class TelephonyHook:
             ("number", f"number:{dest.e164}", self.limits.per_number),
             ("prefix", f"prefix:{dest.prefix}", self.limits.per_prefix),
         ]
-        for kind, key, limit in (c for c in checks if c is not None):
-            try:
-                # One hit per key at a time in this process: the counter is a compare-and-swap in KV,
-                # and a hot key (a busy prefix) would otherwise burn its retries on our own requests.
-                async with self._key_locks[zlib.crc32(key.encode()) % len(self._key_locks)]:
-                    decision = await self.limiter.hit(key, limit=limit, window=self.limits.window)
-            except Exception as exc:
-                raise HookUnavailable(f"limits: {type(exc).__name__}") from None
+        active = [c for c in checks if c is not None]
+
+        async def hit(key: str, limit: int) -> LimitDecision:
+            # One hit per key at a time in this process: the counter is a compare-and-swap in KV,
+            # and a hot key (a busy prefix) would otherwise burn its retries on our own requests.
+            async with self._key_locks[zlib.crc32(key.encode()) % len(self._key_locks)]:
+                return await self.limiter.hit(key, limit=limit, window=self.limits.window)
+
+        try:
+            # The three counters are independent: check them concurrently (one KV round trip each, not
+            # three in a row). A refused send may then still count against the other keys — for
+            # toll-fraud limits that errs on the safe side.
+            decisions = await asyncio.gather(*(hit(key, limit) for _, key, limit in active))
+        except Exception as exc:
+            raise HookUnavailable(f"limits: {type(exc).__name__}") from None
+        for (kind, _key, _limit), decision in zip(active, decisions, strict=True):
             if not decision.allowed:
                 minutes = max(1, round(decision.retry_after / 60))
                 summary = f"Too many codes sent per {kind}; try again in about {minutes} min"
