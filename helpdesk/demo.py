@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
+from urllib.parse import urlencode
 
 import httpx
 
@@ -147,8 +148,9 @@ class Demo:
 
     async def open_case(self, query: str) -> dict[str, Any]:
         started = time.perf_counter()
-        trigger = self.stack.slack.issue_trigger(AGENT_USER_ID)
-        response = await self.agent.slash_command(query, trigger_id=trigger)
+        form = self.agent.slash_command_form(query)
+        trigger = form["trigger_id"]
+        response = await self.agent.post("/slack/commands", urlencode(form).encode())
         ack_ms = (time.perf_counter() - started) * 1000
         self.t.say("agent", f"/helpdesk {query}")
         self.t.say("gateway", f"HTTP {response.status_code} in {ack_ms:.1f} ms (Slack allows 3,000 ms)")

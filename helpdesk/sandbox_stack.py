@@ -111,9 +111,8 @@ class SandboxStack:
             self.nats = None
 
     def agent(self, user_id: str | None = None) -> Any:
-        from sandbox.slack_agent import SlackAgent
-
         from sandbox.slack import AGENT_USER_ID
+        from sandbox.slack_agent import SlackAgent
 
         return SlackAgent(self.gateway_url, DEMO_SIGNING_SECRET, self.slack, user_id=user_id or AGENT_USER_ID)
 
