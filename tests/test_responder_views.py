@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from slack_sdk.errors import SlackObjectFormationError
 
 from sandbox.slack import FakeSlack, _validate_view
@@ -274,7 +275,7 @@ def test_temp_password_view_is_shown_once_with_a_done_button() -> None:
         agent=Actor(user_id="U0AGENT01"),
         view=None,
         target_login="jane.doe@example.com",
-        temp_password="Tmp-9x7Q2",
+        temp_password=SecretStr("Tmp-9x7Q2"),
         case_token=TOKEN,
     )
     view = views.render_temp_password(show)
