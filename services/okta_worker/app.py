@@ -1,0 +1,141 @@
+"""Wiring of the okta worker: settings → Okta client, KV buckets, limits → consumers and responder.
+
+    bus = await Bus.connect(settings, name="okta-worker")
+    await bus.ensure_streams()
+    service = create_service(settings, bus)   # MissingSetting at once if Okta or the case secret is unset
+    await service.start()
+    ...
+    await service.stop(); await bus.close()
+
+Subscriptions: the command stream (durable ``okta-worker``, shared by every replica), the push-poll
+jobs (durable ``okta-worker-poll``) and ``okta.users.search`` (queue group ``okta-worker``).
+The bus belongs to the caller; the HTTP client is opened in ``start`` and closed in ``stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from services.okta_worker.case import CaseEngine
+from services.okta_worker.handlers import (
+    AGENTS_BUCKET,
+    AGENTS_TTL,
+    CASES_BUCKET,
+    CASES_TTL,
+    LIMITS_BUCKET,
+    RATE_BUCKET,
+    AgentIndex,
+    CaseStore,
+    PollPacer,
+    WorkerContext,
+    handle_command,
+    poll_push,
+    search_users,
+    utcnow,
+)
+from services.okta_worker.okta_client import OktaAuth, OktaClient, auth_from_settings
+from shared.bus import CMD_STREAM, JOB_STREAM, Bus, Delivery, Subscription
+from shared.limits import RateLimiter
+from shared.logging import get_logger
+from shared.messages import Message, PollPush, SearchUsers
+from shared.settings import Settings
+from shared.tokens import CaseTokens
+
+log = get_logger(__name__)
+
+CMD_DURABLE = "okta-worker"
+POLL_DURABLE = "okta-worker-poll"
+SEARCH_QUEUE = "okta-worker"
+
+
+def check_settings(settings: Settings) -> OktaAuth:
+    """What the worker cannot start without: the org, a complete Okta auth, the case-token secret."""
+    settings.require("OKTA_ORG_URL", "CASE_TOKEN_SECRET")
+    return auth_from_settings(settings)
+
+
+class OktaWorkerService:
+    """The worker of one process: ``start()`` subscribes, ``stop()`` finishes in-flight work first."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        job_ack_wait: float = 30.0,
+        max_in_flight: int = 256,
+        okta: OktaClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.clock = clock
+        self.job_ack_wait = job_ack_wait
+        self.max_in_flight = max_in_flight
+        auth = check_settings(settings)
+        assert settings.okta_org_url is not None
+        self.okta = okta or OktaClient(settings.okta_org_url, auth)
+        self.tokens = CaseTokens(settings.secret("CASE_TOKEN_SECRET"), ttl=settings.case_token_ttl)
+        self.ctx: WorkerContext | None = None
+        self._subs: list[Subscription] = []
+
+    async def start(self) -> None:
+        bus, settings = self.bus, self.settings
+        cases = await bus.key_value(CASES_BUCKET, ttl=CASES_TTL)
+        agents = await bus.key_value(AGENTS_BUCKET, ttl=AGENTS_TTL)
+        rate = await bus.key_value(RATE_BUCKET, ttl=120)
+        self.ctx = ctx = WorkerContext(
+            settings=settings,
+            bus=bus,
+            okta=self.okta,
+            store=CaseStore(cases),
+            agents=AgentIndex(agents),
+            limiter=await RateLimiter.create(bus, LIMITS_BUCKET),
+            pacer=PollPacer(settings.push_poll_interval, rate, self.okta),
+            tokens=self.tokens,
+            engine=CaseEngine(settings),
+            clock=self.clock,
+        )
+
+        async def on_command(message: Message, delivery: Delivery) -> None:
+            await handle_command(ctx, message, delivery)
+
+        async def on_job(message: Any, delivery: Delivery) -> None:
+            if isinstance(message, PollPush):
+                await poll_push(ctx, message, delivery)
+
+        async def on_search(request: SearchUsers) -> Message:
+            return await search_users(ctx, request)
+
+        # A push waits at most push_max_wait; every poll is one delivery, so allow all of them and more.
+        polls = int(settings.push_max_wait / max(0.05, settings.push_poll_interval)) * 3 + 50
+        self._subs.append(await bus.consume(CMD_STREAM, CMD_DURABLE, on_command, max_deliver=5, ack_wait=30.0))
+        self._subs.append(
+            await bus.consume(
+                JOB_STREAM,
+                POLL_DURABLE,
+                on_job,
+                max_deliver=polls,
+                ack_wait=self.job_ack_wait,
+                max_in_flight=self.max_in_flight,
+            )
+        )
+        await bus.serve(SearchUsers, on_search, queue=SEARCH_QUEUE)
+        await bus.nc.flush()  # the search subscription is live on the server before start() returns
+        log.info("okta_worker.started", org=settings.okta_org_url, auth=self.okta.auth.scheme)
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.stop()
+        self._subs.clear()
+        await self.okta.aclose()
+        log.info("okta_worker.stopped")
+
+
+def create_service(settings: Settings, bus: Bus) -> OktaWorkerService:
+    """The okta worker on a connected ``bus`` (``MissingSetting`` at once if misconfigured)."""
+    return OktaWorkerService(settings, bus)

@@ -1,0 +1,601 @@
+"""The verification case: its stored model and ``CaseEngine``, the state machine. No I/O here.
+
+    engine = CaseEngine(settings)
+    case = engine.open("c_1", agent, trigger_id="13345.2", case_token=token, now=now)
+    case = engine.authorized(case, email="agent@example.com", okta_id="00u1", now=now)
+    case = engine.user_selected(case, card, options, protected=[], now=now)
+    option = engine.check_challenge(case, "opf1", now)        # CaseRefused if not allowed now
+
+Every transition is a pure function ``Case → Case`` that bumps ``revision``; the handlers do the Okta
+calls around them and store the result in KV ``cases`` with compare-and-swap, re-running the
+transition on the fresh case when another replica wrote first. A transition that no longer applies
+(the challenge was cancelled meanwhile, the case was closed) raises :class:`CaseRefused` or
+:class:`StaleEvent`.
+
+```
+opened → searching | denied → factors → challenge_sent → verified | rejected | timed_out | failed
+   factors ⇄ challenge_sent (cancel, another factor);  verified → (actions…) → closed
+```
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.okta_worker.factors import ATTRIBUTE, ChallengeKind, challenge_kind
+from shared.messages import (
+    ActionKind,
+    ActionResult,
+    Actor,
+    CaseSnapshot,
+    CaseState,
+    ChallengeInfo,
+    FactorOption,
+    Notice,
+    RecentCase,
+    UserCard,
+    VerifiedInfo,
+    ViewRef,
+)
+from shared.settings import Settings
+
+HANDLED_KEEP = 32  # command ids remembered per case, so a redelivered command is not run twice
+RESULTS_KEEP = 10
+RESEND_WAIT = timedelta(seconds=30)  # Okta refuses a new SMS/call within 30 s (email 5 s): one rule
+CHALLENGE_STATES = frozenset(
+    {CaseState.FACTORS, CaseState.CHALLENGE_SENT, CaseState.REJECTED, CaseState.TIMED_OUT, CaseState.VERIFIED}
+)
+
+
+class CaseRefused(Exception):
+    """Raised by a transition that is not allowed now; ``message`` is for the agent."""
+
+    def __init__(self, message: str, reason: str = "refused") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+class StaleEvent(Exception):
+    """Raised when an event belongs to a challenge or state the case has already left (drop it)."""
+
+
+class PendingChallenge(BaseModel):
+    """The challenge in flight, as stored (poll and cancel links included; never a code)."""
+
+    model_config = ConfigDict(frozen=True)
+    challenge_id: str
+    factor_id: str
+    factor_type: str
+    label: str
+    hint: str | None = None
+    kind: ChallengeKind
+    weak: bool = False
+    correct_answer: int | None = None
+    sent_at: datetime
+    expires_at: datetime | None = None
+    attempts_left: int = 0
+    resend_available_at: datetime | None = None
+    can_resend: bool = False
+    poll_url: str | None = None
+    cancel_url: str | None = None
+    command_id: str | None = None
+
+    def info(self) -> ChallengeInfo:
+        return ChallengeInfo(
+            challenge_id=self.challenge_id,
+            factor_id=self.factor_id,
+            factor_type=self.factor_type,
+            label=self.label,
+            hint=self.hint,
+            kind=self.kind,
+            correct_answer=self.correct_answer,
+            sent_at=self.sent_at,
+            expires_at=self.expires_at,
+            attempts_left=self.attempts_left,
+            resend_available_at=self.resend_available_at,
+            can_resend=self.can_resend,
+        )
+
+
+class Case(BaseModel):
+    """Everything the worker keeps about one case (KV ``cases``, key = case id)."""
+
+    model_config = ConfigDict(frozen=True)
+    case_id: str
+    revision: int = 1
+    state: CaseState = CaseState.OPENED
+    agent: Actor
+    agent_email: str | None = None
+    agent_okta_id: str | None = None
+    case_token: str
+    trigger_id: str | None = None
+    view: ViewRef | None = None
+    query: str = ""
+    mode: Literal["full", "verify-only"] = "full"
+    target: UserCard | None = None
+    protected_groups: list[str] = Field(default_factory=list)
+    factors: list[FactorOption] = Field(default_factory=list)
+    challenge: PendingChallenge | None = None
+    verified: VerifiedInfo | None = None
+    verified_target_id: str | None = None
+    checks: list[str] = Field(default_factory=list)  # profile attributes that matched (extra checks)
+    results: list[ActionResult] = Field(default_factory=list)
+    notice: Notice | None = None
+    denial_reason: str | None = None
+    escalation: str | None = None
+    admin_url: str | None = None
+    handled: list[str] = Field(default_factory=list)
+    secret_revision: int | None = None  # a one-time secret was shown at this revision: no snapshot for it
+    created_at: datetime
+    updated_at: datetime
+
+
+def admin_console_url(settings: Settings, user_id: str) -> str | None:
+    """The user in the Okta Admin Console: OKTA_ADMIN_URL, else the org host with ``-admin`` inserted."""
+    base = settings.okta_admin_url
+    if not base and settings.okta_org_url:
+        parts = urlsplit(settings.okta_org_url)
+        host = parts.hostname or ""
+        label, dot, rest = host.partition(".")
+        if dot and not label.endswith("-admin") and not host.replace(".", "").isdigit():
+            netloc = f"{label}-admin.{rest}" + (f":{parts.port}" if parts.port else "")
+        else:
+            netloc = parts.netloc
+        base = urlunsplit((parts.scheme, netloc, "", "", ""))
+    return f"{base.rstrip('/')}/admin/user/profile/view/{user_id}" if base else None
+
+
+class CaseEngine:
+    """Pure transitions over :class:`Case`; the settings give limits and the mode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _next(case: Case, now: datetime, **changes: object) -> Case:
+        changes.setdefault("notice", None)
+        return case.model_copy(update={**changes, "revision": case.revision + 1, "updated_at": now})
+
+    def with_notice(
+        self, case: Case, now: datetime, text: str, level: Literal["info", "warning", "error"] = "error", **kw: object
+    ) -> Case:
+        retry_in = kw.pop("retry_in", None)
+        notice = Notice(level=level, text=text, retry_in=retry_in)  # type: ignore[arg-type]
+        return self._next(case, now, notice=notice, **kw)
+
+    @staticmethod
+    def remember(case: Case, command_id: str | None) -> Case:
+        """Mark a command as handled (no revision bump; stored with the next write)."""
+        if not command_id or command_id in case.handled:
+            return case
+        return case.model_copy(update={"handled": [*case.handled[-(HANDLED_KEEP - 1) :], command_id]})
+
+    @staticmethod
+    def seen_view(case: Case, view: ViewRef | None) -> Case:
+        """Keep the latest view reference; once a view is known the trigger id is no longer sent."""
+        if view is None or view == case.view:
+            return case
+        return case.model_copy(update={"view": view, "trigger_id": None})
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def open(
+        self, case_id: str, agent: Actor, trigger_id: str, case_token: str, now: datetime, query: str = ""
+    ) -> Case:
+        return Case(
+            case_id=case_id,
+            agent=agent,
+            case_token=case_token,
+            trigger_id=trigger_id,
+            query=query[:200],
+            mode=self.settings.helpdesk_mode,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def authorized(self, case: Case, email: str, okta_id: str, now: datetime) -> Case:
+        if case.state != CaseState.OPENED:
+            raise StaleEvent("case already past authorization")
+        return self._next(case, now, state=CaseState.SEARCHING, agent_email=email, agent_okta_id=okta_id)
+
+    def denied(self, case: Case, reason: str, now: datetime) -> Case:
+        return self._next(case, now, state=CaseState.DENIED, denial_reason=reason, challenge=None)
+
+    # -- target -----------------------------------------------------------------------------------
+
+    def check_select(self, case: Case, user_id: str) -> None:
+        self._require_open(case)
+        if case.state == CaseState.OPENED:
+            raise CaseRefused("Still checking your access; try again in a moment.", "not_authorized_yet")
+        if case.agent_okta_id and user_id == case.agent_okta_id:
+            raise CaseRefused("You cannot verify or reset your own account here.", "own_account")
+
+    def user_selected(
+        self, case: Case, card: UserCard, options: list[FactorOption], protected: list[str], now: datetime
+    ) -> Case:
+        self.check_select(case, card.id)
+        notice = None
+        if not any(o.usable and o.factor_type != ATTRIBUTE for o in options):
+            notice = Notice(
+                level="warning",
+                text=f"{card.display_name} has no factor that can be checked here: escalate to an Okta admin.",
+            )
+        return self._next(
+            case,
+            now,
+            state=CaseState.FACTORS,
+            target=card.model_copy(update={"protected": bool(protected)}),
+            protected_groups=protected,
+            factors=options,
+            challenge=None,
+            verified=None,
+            verified_target_id=None,
+            checks=[],
+            results=[],
+            escalation=None,
+            admin_url=admin_console_url(self.settings, card.id),
+            notice=notice,
+        )
+
+    def back_to_search(self, case: Case, now: datetime) -> Case:
+        self._require_open(case)
+        if case.state == CaseState.OPENED:
+            raise CaseRefused("Still checking your access; try again in a moment.", "not_authorized_yet")
+        return self._next(
+            case,
+            now,
+            state=CaseState.SEARCHING,
+            target=None,
+            protected_groups=[],
+            factors=[],
+            challenge=None,
+            verified=None,
+            verified_target_id=None,
+            checks=[],
+            results=[],
+            escalation=None,
+            admin_url=None,
+        )
+
+    # -- challenges -------------------------------------------------------------------------------
+
+    def check_challenge(self, case: Case, factor_id: str) -> FactorOption:
+        """The factor to challenge, if a challenge may be sent now (else :class:`CaseRefused`)."""
+        self._require_open(case)
+        if case.target is None or case.state not in CHALLENGE_STATES:
+            raise CaseRefused("Select the caller's Okta user first.", "no_target")
+        option = next((o for o in case.factors if o.id == factor_id), None)
+        if option is None:
+            raise CaseRefused("That factor is not one of this user's factors (the list may be out of date).")
+        if not option.usable:
+            raise CaseRefused(option.reason or "That factor cannot be checked here.", "unusable")
+        if option.factor_type == ATTRIBUTE and option.id.removeprefix("attr:") in case.checks:
+            raise CaseRefused("That profile check already matched.", "already_checked")
+        return option
+
+    def challenge_sent(
+        self,
+        case: Case,
+        option: FactorOption,
+        challenge_id: str,
+        now: datetime,
+        *,
+        correct_answer: int | None = None,
+        poll_url: str | None = None,
+        cancel_url: str | None = None,
+        expires_at: datetime | None = None,
+        command_id: str | None = None,
+    ) -> Case:
+        kind = "attribute" if option.factor_type == ATTRIBUTE else challenge_kind(option.factor_type)
+        assert kind is not None
+        resendable = option.factor_type in ("sms", "call", "email", "push")
+        if kind == "push":
+            cap = now + timedelta(seconds=self.settings.push_max_wait)
+            expires_at = min(expires_at, cap) if expires_at else cap
+        challenge = PendingChallenge(
+            challenge_id=challenge_id,
+            factor_id=option.id,
+            factor_type=option.factor_type,
+            label=option.label,
+            hint=option.hint,
+            kind=kind,
+            weak=option.weak,
+            correct_answer=correct_answer,
+            sent_at=now,
+            expires_at=expires_at,
+            attempts_left=0 if kind == "push" else max(1, self.settings.code_attempts),
+            resend_available_at=now + RESEND_WAIT if resendable else None,
+            can_resend=resendable,
+            poll_url=poll_url,
+            cancel_url=cancel_url,
+            command_id=command_id,
+        )
+        return self._next(case, now, state=CaseState.CHALLENGE_SENT, challenge=challenge, verified=None)
+
+    def current_challenge(self, case: Case, challenge_id: str | None = None) -> PendingChallenge:
+        """The pending challenge (of that id), or :class:`StaleEvent`."""
+        if case.state != CaseState.CHALLENGE_SENT or case.challenge is None:
+            raise StaleEvent("no challenge pending")
+        if challenge_id is not None and case.challenge.challenge_id != challenge_id:
+            raise StaleEvent("another challenge is pending")
+        return case.challenge
+
+    def check_submit(self, case: Case) -> PendingChallenge:
+        self._require_open(case)
+        try:
+            challenge = self.current_challenge(case)
+        except StaleEvent:
+            raise CaseRefused("There is no code to check right now.", "no_challenge") from None
+        if challenge.kind == "push":
+            raise CaseRefused("This challenge is a push: the caller answers it on their phone.", "push")
+        return challenge
+
+    def check_resend(self, case: Case, now: datetime) -> PendingChallenge:
+        self._require_open(case)
+        try:
+            challenge = self.current_challenge(case)
+        except StaleEvent:
+            raise CaseRefused("There is nothing to resend right now.", "no_challenge") from None
+        if not challenge.can_resend:
+            raise CaseRefused("This factor has nothing to resend: the caller reads the code from their device.")
+        if challenge.resend_available_at and now < challenge.resend_available_at:
+            wait = (challenge.resend_available_at - now).total_seconds()
+            raise CaseRefused(f"Okta allows a new code in {wait:.0f} s.", "resend_too_soon")
+        return challenge
+
+    def resend_blocked(self, case: Case, now: datetime, retry_in: float) -> Case:
+        """Okta refused a resend as too soon: keep the challenge, move the countdown."""
+        challenge = self.current_challenge(case)
+        until = now + timedelta(seconds=retry_in)
+        updated = challenge.model_copy(update={"resend_available_at": until})
+        return self.with_notice(
+            case, now, f"Okta allows a new code in {retry_in:.0f} s.", "warning", challenge=updated, retry_in=retry_in
+        )
+
+    def wrong_code(self, case: Case, challenge_id: str, now: datetime, message: str) -> Case:
+        """One wrong code: fewer attempts left, or the case fails when none are."""
+        challenge = self.current_challenge(case, challenge_id)
+        left = challenge.attempts_left - 1
+        if left <= 0:
+            return self.failed(case, now, f"{message} No attempts left: this verification failed.")
+        plural = "attempt" if left == 1 else "attempts"
+        return self.with_notice(
+            case,
+            now,
+            f"{message} {left} {plural} left.",
+            "warning",
+            challenge=challenge.model_copy(update={"attempts_left": left}),
+        )
+
+    def failed(self, case: Case, now: datetime, message: str) -> Case:
+        return self.with_notice(case, now, message, "error", state=CaseState.FAILED, verified=None)
+
+    def attribute_matched(self, case: Case, challenge_id: str, now: datetime) -> Case:
+        challenge = self.current_challenge(case, challenge_id)
+        name = challenge.factor_id.removeprefix("attr:")
+        return self.with_notice(
+            case,
+            now,
+            f"{name} matches. That is an extra check only: now verify one of the user's factors.",
+            "info",
+            state=CaseState.FACTORS,
+            challenge=None,
+            checks=[*case.checks, name],
+        )
+
+    def verified(self, case: Case, challenge_id: str, now: datetime) -> Case:
+        challenge = self.current_challenge(case, challenge_id)
+        assert case.target is not None
+        ttl = timedelta(seconds=self.settings.case_verified_ttl)
+        method = challenge.label + (f" + {', '.join(case.checks)}" if case.checks else "")
+        info = VerifiedInfo(
+            by_agent=case.agent.user_id, method=method, at=now, expires_at=now + ttl, weak=challenge.weak
+        )
+        escalation = None
+        if case.protected_groups:
+            escalation = (
+                f"{case.target.display_name} is in a protected group ({', '.join(case.protected_groups)}): "
+                "the verification is recorded, but resets must be done by an Okta administrator."
+            )
+        return self._next(
+            case,
+            now,
+            state=CaseState.VERIFIED,
+            challenge=None,
+            verified=info,
+            verified_target_id=case.target.id,
+            escalation=escalation,
+        )
+
+    def push_ended(self, case: Case, challenge_id: str, result: str, now: datetime) -> Case:
+        """A push's final result: SUCCESS, REJECTED or TIMEOUT."""
+        if result == "SUCCESS":
+            return self.verified(case, challenge_id, now)
+        challenge = self.current_challenge(case, challenge_id)
+        if result == "REJECTED":
+            return self.with_notice(
+                case,
+                now,
+                "The push was rejected on the user's phone. If the caller did not reject it, someone else "
+                "may be trying to get into this account: security has been alerted.",
+                "error",
+                state=CaseState.REJECTED,
+                challenge=None,
+            )
+        return self.with_notice(
+            case,
+            now,
+            f"The push was not answered in time ({challenge.label}). Send another or pick another factor.",
+            "warning",
+            state=CaseState.TIMED_OUT,
+            challenge=None,
+        )
+
+    def cancelled(self, case: Case, now: datetime) -> Case:
+        self._require_open(case)
+        if case.target is None:
+            raise CaseRefused("Select the caller's Okta user first.", "no_target")
+        state = CaseState.VERIFIED if self._still_verified(case, now) else CaseState.FACTORS
+        return self._next(case, now, state=state, challenge=None)
+
+    def closed(self, case: Case, now: datetime) -> Case:
+        if case.state == CaseState.CLOSED:
+            raise StaleEvent("already closed")
+        return self._next(case, now, state=CaseState.CLOSED, challenge=None, trigger_id=None)
+
+    def refreshed(self, case: Case, now: datetime) -> Case:
+        return self._next(case, now)
+
+    # -- after verification -----------------------------------------------------------------------
+
+    def _still_verified(self, case: Case, now: datetime) -> bool:
+        v = case.verified
+        return (
+            v is not None
+            and case.target is not None
+            and case.verified_target_id == case.target.id
+            and v.by_agent == case.agent.user_id
+            and now < v.expires_at
+        )
+
+    def actions(self, case: Case) -> list[ActionKind]:
+        """What the agent may do now (checked again, server-side, before each one runs)."""
+        if case.state != CaseState.VERIFIED or case.target is None or self.refusal(case) is not None:
+            return []
+        offered = [ActionKind.TEMP_PASSWORD, ActionKind.RESET_LINK]
+        if any(o.factor_type != ATTRIBUTE for o in case.factors):
+            offered += [ActionKind.RESET_FACTOR, ActionKind.RESET_ALL_FACTORS]
+        if case.target.status == "LOCKED_OUT":
+            offered.append(ActionKind.UNLOCK)
+        offered.append(ActionKind.REVOKE_SESSIONS)
+        return offered
+
+    def refusal(self, case: Case) -> str | None:
+        """Why no action may run on this case's target at all (mode, protection, own account)."""
+        if case.mode == "verify-only":
+            return "This help desk verifies only: make changes in the Okta Admin Console."
+        if case.protected_groups:
+            return case.escalation or "This user is protected: escalate to an Okta administrator."
+        if case.target is not None and case.agent_okta_id == case.target.id:
+            return "You cannot reset your own account here."
+        return None
+
+    def check_action(
+        self, case: Case, action: ActionKind, agent: Actor, now: datetime, factor_id: str | None = None
+    ) -> None:
+        """Server-side re-check before an action: verified, in time, by this agent, for this user."""
+        self._require_open(case)
+        if agent.user_id != case.agent.user_id:
+            raise CaseRefused("This case belongs to another agent.", "wrong_agent")
+        if case.state != CaseState.VERIFIED or case.verified is None:
+            raise CaseRefused("Verify the caller first.", "not_verified")
+        if not self._still_verified(case, now):
+            raise CaseRefused("The verification has expired: verify the caller again.", "verification_expired")
+        if (why := self.refusal(case)) is not None:
+            raise CaseRefused(why, "escalate" if case.protected_groups else "not_allowed")
+        if action not in self.actions(case):
+            if action == ActionKind.UNLOCK:
+                raise CaseRefused("The account is not locked out: there is nothing to unlock.", "not_locked")
+            raise CaseRefused("That action is not available for this user.", "unavailable")
+        if action == ActionKind.RESET_FACTOR and not any(
+            o.id == factor_id and o.factor_type != ATTRIBUTE for o in case.factors
+        ):
+            raise CaseRefused("That factor is not one of this user's factors.", "unknown_factor")
+
+    def verification_expired(self, case: Case, now: datetime) -> Case:
+        return self.with_notice(
+            case,
+            now,
+            "The verification has expired: verify the caller again.",
+            "warning",
+            state=CaseState.FACTORS,
+            verified=None,
+            verified_target_id=None,
+        )
+
+    def action_done(
+        self,
+        case: Case,
+        action: ActionKind,
+        ok: bool,
+        message: str,
+        now: datetime,
+        *,
+        target: UserCard | None = None,
+        factors: list[FactorOption] | None = None,
+        secret_shown: bool = False,
+    ) -> Case:
+        result = ActionResult(action=action, ok=ok, message=message, at=now)
+        changes: dict[str, object] = {"results": [*case.results[-(RESULTS_KEEP - 1) :], result]}
+        if target is not None:
+            changes["target"] = target.model_copy(update={"protected": bool(case.protected_groups)})
+        if factors is not None:
+            changes["factors"] = factors
+        nxt = self._next(case, now, **changes)
+        if secret_shown:
+            nxt = nxt.model_copy(update={"secret_revision": nxt.revision})
+        return nxt
+
+    def action_failed(self, case: Case, action: ActionKind, message: str, now: datetime) -> Case:
+        nxt = self.action_done(case, action, False, message, now)
+        return nxt.model_copy(update={"notice": Notice(level="error", text=message)})
+
+    # -- views of the case ------------------------------------------------------------------------
+
+    @staticmethod
+    def _require_open(case: Case) -> None:
+        if case.state in (CaseState.CLOSED, CaseState.DENIED):
+            raise CaseRefused("This case is closed. Start a new verification.", "closed")
+        if case.state == CaseState.FAILED:
+            raise CaseRefused("This verification failed. Start a new case to try again.", "failed")
+
+    def snapshot(self, case: Case) -> CaseSnapshot:
+        return CaseSnapshot(
+            case_id=case.case_id,
+            revision=case.revision,
+            state=case.state,
+            agent=case.agent,
+            case_token=case.case_token,
+            trigger_id=case.trigger_id if case.view is None else None,
+            view=case.view,
+            query=case.query,
+            mode=case.mode,
+            target=case.target,
+            factors=case.factors,
+            challenge=case.challenge.info() if case.challenge else None,
+            verified=case.verified,
+            actions=self.actions(case),
+            results=case.results,
+            notice=case.notice,
+            denial_reason=case.denial_reason,
+            admin_url=case.admin_url if case.state == CaseState.VERIFIED else None,
+            escalation=case.escalation,
+            updated_at=case.updated_at,
+        )
+
+    @staticmethod
+    def outcome(case: Case) -> str:
+        return {
+            CaseState.VERIFIED: "verified",
+            CaseState.DENIED: "denied",
+            CaseState.FAILED: "failed",
+            CaseState.REJECTED: "push rejected",
+            CaseState.TIMED_OUT: "timed out",
+            CaseState.CLOSED: "verified, closed" if case.verified else "closed",
+        }.get(case.state, "in progress")
+
+    def recent(self, case: Case) -> RecentCase:
+        return RecentCase(
+            case_id=case.case_id,
+            target_login=case.target.login if case.target else None,
+            state=case.state,
+            outcome=self.outcome(case),
+            at=case.updated_at,
+        )
