@@ -273,6 +273,33 @@ class SlackAgent:
         block, element = self.find_element(view, action_id, value)
         return await self._block_actions(view, [self._action(block, element, value)], **kwargs)
 
+    async def click_message(
+        self,
+        message: dict[str, Any],
+        action_id: str,
+        value: str | None = None,
+        channel_id: str | None = None,
+        ephemeral: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """The agent clicks a button in a message (e.g. the ephemeral "Open Helpdesk Verify" offer)."""
+        block, element = self.find_element(message, action_id, value)
+        channel = channel_id or self.channel_id
+        ts = str(message.get("ts") or self.action_ts())
+        payload: dict[str, Any] = {
+            **self._envelope("block_actions"),
+            "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": ephemeral},
+            "channel": {"id": channel, "name": "helpdesk"},
+            "trigger_id": self.trigger(),
+            "response_url": f"https://hooks.slack.com/actions/{self.team_id}/{secrets.randbelow(10**12)}/"
+            f"{secrets.token_urlsafe(18)}",
+            "state": {"values": {}},
+            "actions": [self._action(block, element, value)],
+        }
+        if not ephemeral:
+            payload["message"] = copy.deepcopy(message)
+        return await self.post_payload("/slack/interactions", payload, **kwargs)
+
     async def select_user(
         self,
         view: dict[str, Any],
