@@ -27,10 +27,18 @@ from services.gateway.slack_request import MAX_BODY, RequestVerifier
 from services.gateway.socket_mode import SocketModeRunner
 from shared.bus import Bus
 from shared.http import HttpService, health_routes
-from shared.settings import Settings
+from shared.settings import MissingSetting, Settings
 
 GATEWAY = web.AppKey("gateway", Gateway)
 SOCKET_MODE = web.AppKey("socket_mode", SocketModeRunner)
+
+
+def socket_mode_enabled(settings: Settings) -> bool:
+    try:
+        settings.require("SLACK_APP_TOKEN")
+    except MissingSetting:
+        return False
+    return True
 
 
 def create_gateway(settings: Settings, bus: Bus, clock: Clock | None = None) -> Gateway:
@@ -53,7 +61,7 @@ def create_app(settings: Settings, bus: Bus, clock: Clock | None = None) -> web.
         yield
         await runner.stop()
 
-    if settings.slack_app_token is not None and settings.slack_app_token.get_secret_value():
+    if socket_mode_enabled(settings):
         app.cleanup_ctx.append(socket_mode_ctx)
 
     async def ready() -> tuple[bool, dict[str, object]]:
