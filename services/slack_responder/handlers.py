@@ -168,7 +168,7 @@ class Responder:
             return await self._trouble(snapshot, view_id, record, found, exc)
         if ref is None:
             return Outcome("stale")
-        found = await self.store.get(snapshot.case_id)
+        # CAS against what we read first: save() re-reads only if another replica wrote meanwhile.
         await self.store.save(snapshot.case_id, ViewRecord(snapshot.revision, ref.view_id, ref.hash), found)
         self._schedule_refresh(snapshot)
         return Outcome("updated", ref)
@@ -341,7 +341,6 @@ class Responder:
                 return RenderAck(ok=False, error=code)
             if ref is None:
                 return RenderAck(ok=False, error="stale revision")
-            found = await self.store.get(show.case_id)
             await self.store.save(show.case_id, ViewRecord(show.revision, ref.view_id, ref.hash), found)
         log.info("responder.temp_password_shown", case_id=show.case_id, revision=show.revision)
         return RenderAck(ok=True)
