@@ -71,12 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_check(settings))
     from helpdesk.runner import ServiceGroup, service_names
 
-    async def serve() -> None:
-        async with ServiceGroup(settings, service_names(args.command)) as group:
-            await group.wait_for_signal()
-
     try:
-        asyncio.run(serve())
+        asyncio.run(ServiceGroup(settings, service_names(args.command)).run_until_signal())
     except MissingSetting as exc:
         print(f"helpdesk: {exc}", file=sys.stderr)
         return 2

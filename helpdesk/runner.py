@@ -91,17 +91,31 @@ class ServiceGroup:
             self.nats.cleanup()
             self.nats = None
 
-    async def wait_for_signal(self) -> None:
+    async def run_until_signal(self) -> None:
+        """Start, serve until SIGINT/SIGTERM, stop. Signals are caught from the very start, so a
+        signal during start-up also ends in a clean stop, never in a killed process."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            starting = asyncio.create_task(self.start())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # re-raise a start-up failure (start() has cleaned up)
+                log.info("helpdesk.ready", **describe(self))
+                await stopped
+            else:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+            log.info("shutdown.requested")
         finally:
+            stopped.cancel()
+            await self.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        log.info("shutdown.requested")
 
     async def __aenter__(self) -> ServiceGroup:
         await self.start()

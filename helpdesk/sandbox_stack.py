@@ -40,7 +40,7 @@ class SandboxStack:
     ) -> None:
         self._nats_url = nats_url
         self._prefix = prefix
-        self._names = services or ALL
+        self._names = ALL if services is None else services
         self._overrides = overrides
         self.nats: EmbeddedNats | None = None
         self.okta = FakeOkta.with_demo_data()

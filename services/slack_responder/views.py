@@ -185,6 +185,9 @@ def _modal(
         submit=plain(submit, 24) if submit else None,
         private_metadata=case_token,
         blocks=kept,
+        # Closing the modal closes the case (the gateway turns view_closed into CloseCase),
+        # so a pending push stops being polled and the audit thread gets its outcome.
+        notify_on_close=True,
     )
     result: dict[str, Any] = view.to_dict()
     return result

@@ -1,0 +1,82 @@
+"""The whole product on one real NATS: Slack's signed requests in, the fakes' APIs out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import pytest
+
+from helpdesk.sandbox_stack import SandboxStack
+
+
+@pytest.fixture
+async def stack(nats_url: str, prefix: str, _logging: None) -> AsyncIterator[SandboxStack]:
+    async with SandboxStack(nats_url=nats_url, prefix=prefix) as running:
+        yield running
+
+
+async def test_slash_command_opens_the_modal_with_the_same_trigger(stack: SandboxStack) -> None:
+    """A signed /helpdesk POST → gateway → NATS → worker → NATS → responder → views.open with its trigger_id."""
+    agent = stack.agent()
+    form = agent.slash_command_form("alice")
+    trigger = form["trigger_id"]
+    response = await agent.post("/slack/commands", urlencode(form).encode())
+    assert response.status_code == 200
+    calls = await stack.slack.wait_for_call("POST", "/api/views.open", timeout=5)
+    body = calls[0].json or calls[0].form
+    assert body["trigger_id"] == trigger
+    assert stack.slack.last_view_for(trigger) is not None
+
+
+async def test_unsigned_request_reaches_nothing(stack: SandboxStack) -> None:
+    """A request with a wrong signature is refused at the gateway; Slack's API is never called."""
+    agent = stack.agent()
+    agent.signing_secret = "not-the-secret-00000000000000000"
+    response = await agent.slash_command("alice")
+    assert response.status_code == 401
+    assert stack.slack.calls_to("POST", "/api/views.open") == []
+
+
+async def test_helpdesk_run_stops_gracefully_on_sigterm(nats_url: str, prefix: str) -> None:
+    """`helpdesk run` starts all four services and exits 0 within a few seconds of SIGTERM."""
+    async with SandboxStack(nats_url=nats_url, prefix=prefix, services=[]) as sandbox:
+        assert sandbox.settings is not None
+        env = dict(os.environ)
+        for name, value in sandbox.settings.model_dump().items():
+            if value is None or name.startswith("_"):
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            if isinstance(value, list):
+                value = ",".join(value)
+            env[name.upper()] = str(value)
+        env["LOG_FORMAT"] = "json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "helpdesk.cli",
+            "run",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        started = 0
+        while True:
+            line = await asyncio.wait_for(proc.stderr.readline(), 20)
+            assert line, "helpdesk run exited before starting its services"
+            started += b'"service.started"' in line
+            if b'"helpdesk.ready"' in line:
+                break
+        assert started == 4
+        proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), 10)
+        code = await asyncio.wait_for(proc.wait(), 10)
+        assert code == 0
+        assert b'"shutdown.requested"' in rest
+        assert rest.count(b'"service.stopped"') == 4
