@@ -235,6 +235,18 @@ def test_verified_offers_only_the_actions_the_worker_allows() -> None:
     assert "Verified by @U0AGENT01 with *Okta Verify push*" in text and "Valid until" in text
 
 
+def test_profile_attribute_check_is_never_offered_for_reset() -> None:
+    """A profile-attribute check is listed as a way to verify, but it is no factor: no Reset button."""
+    attribute = FactorOption(
+        id=f"{ui.ATTRIBUTE_PREFIX}employeeNumber", factor_type="attribute", provider="OKTA", label="Employee number"
+    )
+    snap = snapshot(
+        CaseState.VERIFIED, verified=VERIFIED, actions=[ActionKind.RESET_FACTOR], factors=[*factors(1), attribute]
+    )
+    values = [b["value"] for b in elements(views.render_case(snap, now=NOW), ui.ACTION_RUN)]
+    assert values == [f"{ui.RESET_FACTOR_PREFIX}f0", f"{ui.RESET_FACTOR_PREFIX}wa"]
+
+
 def test_verify_only_mode_links_to_the_admin_console() -> None:
     """Verify-only mode offers no reset, only a link button to the user in the Okta Admin Console."""
     url = "https://acme-admin.okta.com/admin/user/profile/view/00u1"

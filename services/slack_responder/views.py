@@ -425,9 +425,11 @@ def action_blocks(snapshot: CaseSnapshot) -> list[Block]:
     """Only the actions the worker offers (``snapshot.actions``), each with what it does."""
     blocks: list[Block] = []
     for index, kind in enumerate(snapshot.actions):
-        if kind is ActionKind.RESET_FACTOR and snapshot.factors:
+        # A profile-attribute check is not an enrolled factor: there is nothing to reset.
+        resettable = [f for f in snapshot.factors if not f.id.startswith(ui.ATTRIBUTE_PREFIX)]
+        if kind is ActionKind.RESET_FACTOR and resettable:
             blocks.append(_section("*Reset one factor*\nThe caller enrolls it again at next sign-in."))
-            for n, factor in enumerate(snapshot.factors[:MAX_RESET_FACTORS]):
+            for n, factor in enumerate(resettable[:MAX_RESET_FACTORS]):
                 label = f"Reset {clip(factor.label, 50)}"
                 blocks.append(
                     _section(
