@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -27,6 +28,7 @@ from shared import ui
 from shared.logging import configure_logging
 
 ViewCheck = Callable[[dict[str, Any]], bool]
+BOX_WIDTH = 96  # columns of a rendered view in the transcript
 
 
 def actions_in(view: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -73,10 +75,12 @@ class Transcript:
 
     def view(self, view: dict[str, Any], caption: str) -> None:
         self.line(f"  {'slack':<9}◂ {caption}")
-        text = FakeSlack.render_text(view).rstrip()
-        width = max(40, *(len(row) for row in text.splitlines())) + 2
+        rows: list[str] = []
+        for row in FakeSlack.render_text(view).rstrip().splitlines():
+            rows.extend(textwrap.wrap(row, BOX_WIDTH, subsequent_indent="  ") or [""])
+        width = max(len(row) for row in rows) + 2
         self.line("    ┌" + "─" * width)
-        for row in text.splitlines():
+        for row in rows:
             self.line(f"    │ {row}")
         self.line("    └" + "─" * width)
 
@@ -244,7 +248,12 @@ class Demo:
                 response = await client.post("/telephony/okta", json=event, headers={"Authorization": DEMO_HOOK_AUTH})
                 took = (time.perf_counter() - started) * 1000
                 self.t.say("okta", f"POST /telephony/okta ({channel} to {number}, code •••••{otp[-1]})")
-                self.t.say("hook", f"HTTP {response.status_code} in {took:.0f} ms: {response.text}")
+                answer = response.json()["commands"][0]["value"][0]
+                self.t.say(
+                    "hook",
+                    f"HTTP {response.status_code} in {took:.0f} ms: com.okta.telephony.action {answer['status']} "
+                    f"via {answer['provider']}, transactionId {answer['transactionId']}",
+                )
                 sent = twilio.messages[-1] if channel == "SMS" else twilio.calls_created[-1]
                 content = sent.get("body") or sent.get("twiml") or ""
                 masked = content.replace(otp, "••••••").replace(", ".join(otp), "•, •, •, •, •, •")
@@ -275,7 +284,10 @@ class Demo:
             thread = slack.thread(AUDIT_CHANNEL_ID, parent["ts"])
             self.t.line(f"  #helpdesk-audit ▸ {thread[0].get('text', '')}")
             for reply in thread[1:]:
-                self.t.line(f"      ↳ {reply.get('text', '')}")
+                first, *more = str(reply.get("text", "")).splitlines() or [""]
+                self.t.line(f"      ↳ {first}")
+                for row in more:
+                    self.t.line(f"        {row}")
 
     # -- helpers ---------------------------------------------------------------------------------
 
