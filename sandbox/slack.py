@@ -501,9 +501,7 @@ class FakeSlack(FakeService):
         view_id = args.get("view_id")
         external_id = args.get("external_id")
         if not view_id and not external_id:
-            raise SlackApiFailure(
-                "invalid_arguments", ["[ERROR] missing required field: view_id or external_id"]
-            )
+            raise SlackApiFailure("invalid_arguments", ["[ERROR] missing required field: view_id or external_id"])
         current_id = str(view_id) if view_id else self._external_ids.get(str(external_id), "")
         current = self.views.get(current_id)
         if current is None or (view_id and external_id and current.get("external_id") != external_id):
@@ -650,9 +648,7 @@ class FakeSlack(FakeService):
             raise SlackApiFailure("no_text")
         if blocks is not None:
             if not isinstance(blocks, list) or not all(isinstance(b, dict) and b.get("type") for b in blocks):
-                raise SlackApiFailure(
-                    "invalid_blocks", ["[ERROR] each block needs a type [json-pointer:/blocks]"]
-                )
+                raise SlackApiFailure("invalid_blocks", ["[ERROR] each block needs a type [json-pointer:/blocks]"])
             if len(blocks) > MAX_MESSAGE_BLOCKS:
                 raise SlackApiFailure(
                     "invalid_blocks",
@@ -779,9 +775,7 @@ def _validate_view(view: Any, *, allowed_types: tuple[str, ...]) -> dict[str, An
         block_id = block.get("block_id")
         if block_id is not None:
             if block_id in seen_block_ids:
-                problems.append(
-                    f"[ERROR] duplicate block_id: {block_id} [json-pointer:/view/blocks/{index}/block_id]"
-                )
+                problems.append(f"[ERROR] duplicate block_id: {block_id} [json-pointer:/view/blocks/{index}/block_id]")
             seen_block_ids.add(block_id)
     if view_type == "modal" and has_input and not view.get("submit"):
         problems.append("[ERROR] submit is required when the view has an input block [json-pointer:/view]")
@@ -951,18 +945,12 @@ class _Renderer:
             return label
         if kind.endswith("_select") or kind.startswith("multi_"):
             initial = element.get("initial_option") or next(iter(element.get("initial_options", [])), None)
-            shown = (
-                self.text(_as_dict(initial).get("text")) if initial else self.text(element.get("placeholder"))
-            )
+            shown = self.text(_as_dict(initial).get("text")) if initial else self.text(element.get("placeholder"))
             return f"[ {shown or 'Select'} ▾ ]"
         if kind == "overflow":
             return "[ … ]"
         if kind in {"datepicker", "timepicker", "datetimepicker"}:
-            shown = (
-                element.get("initial_date")
-                or element.get("initial_time")
-                or self.text(element.get("placeholder"))
-            )
+            shown = element.get("initial_date") or element.get("initial_time") or self.text(element.get("placeholder"))
             return f"[ {shown or kind} ▾ ]"
         if kind in {"checkboxes", "radio_buttons"}:
             return "\n".join(self._choices(element))

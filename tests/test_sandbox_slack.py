@@ -167,9 +167,7 @@ async def test_trigger_expires_after_three_seconds(
     if error is None:
         assert (await client.views_open(trigger_id=trigger_id, view=modal()))["ok"] is True
     else:
-        assert (await slack_error(client.views_open(trigger_id=trigger_id, view=modal()))).response[
-            "error"
-        ] == error
+        assert (await slack_error(client.views_open(trigger_id=trigger_id, view=modal()))).response["error"] == error
 
 
 async def test_expire_trigger_after_is_adjustable(client: AsyncWebClient, fake: FakeSlack) -> None:
@@ -238,9 +236,7 @@ async def test_invalid_view_is_invalid_arguments(
 # ---------------------------------------------------------------------- views.update / push / publish
 
 
-async def test_views_update_with_current_hash_gives_a_new_hash(
-    client: AsyncWebClient, fake: FakeSlack
-) -> None:
+async def test_views_update_with_current_hash_gives_a_new_hash(client: AsyncWebClient, fake: FakeSlack) -> None:
     """views.update with the current hash replaces the view, keeps its id and changes the hash."""
     opened = (await client.views_open(trigger_id=fake.issue_trigger(), view=modal()))["view"]
     updated = (
@@ -261,28 +257,22 @@ async def test_views_update_with_stale_hash_is_hash_conflict(client: AsyncWebCli
     """An update carrying an older hash fails with hash_conflict and changes nothing."""
     opened = (await client.views_open(trigger_id=fake.issue_trigger(), view=modal()))["view"]
     await client.views_update(view_id=opened["id"], hash=opened["hash"], view=modal(title="Second"))
-    error = await slack_error(
-        client.views_update(view_id=opened["id"], hash=opened["hash"], view=modal(title="Late"))
-    )
+    error = await slack_error(client.views_update(view_id=opened["id"], hash=opened["hash"], view=modal(title="Late")))
     assert error.response["error"] == "hash_conflict"
     assert fake.views[opened["id"]]["title"]["text"] == "Second"
 
 
 async def test_views_update_by_external_id(client: AsyncWebClient, fake: FakeSlack) -> None:
     """A view opened with an external_id can be updated by it alone."""
-    opened = (await client.views_open(trigger_id=fake.issue_trigger(), view=modal(external_id="case-7")))[
+    opened = (await client.views_open(trigger_id=fake.issue_trigger(), view=modal(external_id="case-7")))["view"]
+    updated = (await client.views_update(external_id="case-7", view=modal(title="By external", external_id="case-7")))[
         "view"
     ]
-    updated = (
-        await client.views_update(external_id="case-7", view=modal(title="By external", external_id="case-7"))
-    )["view"]
     assert updated["id"] == opened["id"]
     assert updated["title"]["text"] == "By external"
 
 
-async def test_views_update_of_unknown_or_closed_view_is_not_found(
-    client: AsyncWebClient, fake: FakeSlack
-) -> None:
+async def test_views_update_of_unknown_or_closed_view_is_not_found(client: AsyncWebClient, fake: FakeSlack) -> None:
     """Updating a view that does not exist, or that the user closed, fails with not_found."""
     error = await slack_error(client.views_update(view_id="VNOSUCHVIEW", view=modal()))
     assert error.response["error"] == "not_found"
@@ -295,17 +285,15 @@ async def test_views_update_of_unknown_or_closed_view_is_not_found(
 async def test_views_push_stops_at_three_views(client: AsyncWebClient, fake: FakeSlack) -> None:
     """Two pushes onto a modal make a stack of three; a third push is push_limit_reached."""
     root = (await client.views_open(trigger_id=fake.issue_trigger(), view=modal(title="Root")))["view"]
-    second = (
-        await client.views_push(trigger_id=fake.issue_trigger(view_id=root["id"]), view=modal(title="Second"))
-    )["view"]
+    second = (await client.views_push(trigger_id=fake.issue_trigger(view_id=root["id"]), view=modal(title="Second")))[
+        "view"
+    ]
     third = (await client.views_push(trigger_id=fake.issue_trigger(), view=modal(title="Third")))["view"]
 
     assert second["root_view_id"] == root["id"] and second["previous_view_id"] == root["id"]
     assert third["root_view_id"] == root["id"] and third["previous_view_id"] == second["id"]
     assert [v["id"] for v in fake.view_stack(root["id"])] == [root["id"], second["id"], third["id"]]
-    error = await slack_error(
-        client.views_push(trigger_id=fake.issue_trigger(view_id=third["id"]), view=modal())
-    )
+    error = await slack_error(client.views_push(trigger_id=fake.issue_trigger(view_id=third["id"]), view=modal()))
     assert error.response["error"] == "push_limit_reached"
 
 
@@ -346,17 +334,13 @@ async def test_post_message_threads(client: AsyncWebClient, fake: FakeSlack) -> 
     assert re.fullmatch(r"\d{10}\.\d{6}", parent["ts"])
     assert parent["message"]["text"] == "Case opened"
     assert parent["message"]["bot_id"] and parent["message"]["user"] == BOT_USER_ID
-    reply1 = await client.chat_postMessage(
-        channel=AUDIT_CHANNEL_ID, text="Challenge sent", thread_ts=parent["ts"]
-    )
+    reply1 = await client.chat_postMessage(channel=AUDIT_CHANNEL_ID, text="Challenge sent", thread_ts=parent["ts"])
     reply2 = await client.chat_postMessage(channel=AUDIT_CHANNEL_ID, text="Verified", thread_ts=reply1["ts"])
     other = await client.chat_postMessage(channel=AUDIT_CHANNEL_ID, text="Another case")
 
     thread = fake.thread(AUDIT_CHANNEL_ID, parent["ts"])
     assert [m["text"] for m in thread] == ["Case opened", "Challenge sent", "Verified"]
-    assert reply2["message"]["thread_ts"] == parent["ts"], (
-        "a reply's ts given as thread_ts files under the parent"
-    )
+    assert reply2["message"]["thread_ts"] == parent["ts"], "a reply's ts given as thread_ts files under the parent"
     assert thread[0]["reply_count"] == 2
     assert fake.thread("helpdesk-audit", other["ts"]) == [fake.messages_in(AUDIT_CHANNEL_ID)[-1]]
     stamps = [parent["ts"], reply1["ts"], reply2["ts"], other["ts"]]
