@@ -54,10 +54,11 @@ CHALLENGE_STATES = frozenset(
 class CaseRefused(Exception):
     """Raised by a transition that is not allowed now; ``message`` is for the agent."""
 
-    def __init__(self, message: str, reason: str = "refused") -> None:
+    def __init__(self, message: str, reason: str = "refused", retry_in: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
+        self.retry_in = retry_in
 
 
 class StaleEvent(Exception):
@@ -347,17 +348,8 @@ class CaseEngine:
             raise CaseRefused("This factor has nothing to resend: the caller reads the code from their device.")
         if challenge.resend_available_at and now < challenge.resend_available_at:
             wait = (challenge.resend_available_at - now).total_seconds()
-            raise CaseRefused(f"Okta allows a new code in {wait:.0f} s.", "resend_too_soon")
+            raise CaseRefused(f"Okta allows a new code in {wait:.0f} s.", "resend_too_soon", retry_in=wait)
         return challenge
-
-    def resend_blocked(self, case: Case, now: datetime, retry_in: float) -> Case:
-        """Okta refused a resend as too soon: keep the challenge, move the countdown."""
-        challenge = self.current_challenge(case)
-        until = now + timedelta(seconds=retry_in)
-        updated = challenge.model_copy(update={"resend_available_at": until})
-        return self.with_notice(
-            case, now, f"Okta allows a new code in {retry_in:.0f} s.", "warning", challenge=updated, retry_in=retry_in
-        )
 
     def wrong_code(self, case: Case, challenge_id: str, now: datetime, message: str) -> Case:
         """One wrong code: fewer attempts left, or the case fails when none are."""

@@ -324,7 +324,11 @@ class WorkerContext:
         """Show a refusal to the agent as a notice on the case."""
         now = self.clock()
         try:
-            _, after = await self.apply(case_id, lambda c: self.engine.with_notice(c, now, refused.message), view)
+            _, after = await self.apply(
+                case_id,
+                lambda c: self.engine.with_notice(c, now, refused.message, retry_in=refused.retry_in),
+                view,
+            )
         except StaleEvent:
             return None
         return after
@@ -589,7 +593,7 @@ async def challenge_factor(ctx: WorkerContext, cmd: ChallengeFactor, command_id:
         elif option.factor_type in ("sms", "call", "email"):
             await ctx.okta.send_challenge(target_id, option.id)
     except OktaResendTooSoon as exc:
-        await ctx.notify(case_id, CaseRefused(exc.message, "resend_too_soon"), cmd.view)
+        await ctx.notify(case_id, CaseRefused(exc.message, "resend_too_soon", retry_in=exc.retry_after), cmd.view)
         return
     except OktaUnavailable as exc:
         if not (exc.maybe_sent and option.factor_type in ("sms", "call", "email")):
@@ -690,13 +694,7 @@ async def resend(ctx: WorkerContext, cmd: ResendChallenge, command_id: str) -> N
     try:
         challenge = ctx.engine.check_resend(case, ctx.clock())
     except CaseRefused as refused:
-        after = await ctx.notify(case_id, refused, cmd.view)
-        if after is not None and refused.reason == "resend_too_soon" and case.challenge:
-            wait = (case.challenge.resend_available_at or ctx.clock()) - ctx.clock()
-            with contextlib.suppress(StaleEvent, CaseRefused):
-                await ctx.apply(
-                    case_id, lambda c: ctx.engine.resend_blocked(c, ctx.clock(), max(1.0, wait.total_seconds()))
-                )
+        await ctx.notify(case_id, refused, cmd.view)
         return
     await challenge_factor(
         ctx,

@@ -499,7 +499,7 @@ class OktaClient:
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(
             timeout=DEFAULT_TIMEOUT,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0),
+            limits=httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30.0),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
         self.rate_limit_wait = rate_limit_wait

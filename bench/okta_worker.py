@@ -1,0 +1,277 @@
+"""Benchmark: many push verifications pending at once in the okta worker, against the sandbox Okta.
+
+    .venv/bin/python bench/okta_worker.py                 # 2,000 pushes, poll every 3 s, 1 then 2 replicas
+    .venv/bin/python bench/okta_worker.py --pushes 500 --interval 1
+
+Starts its own nats-server (EmbeddedNats) and FakeOkta in this process, then for each run:
+2,000 cases are put straight into CHALLENGE_SENT with a real push sent to FakeOkta, and their poll jobs
+published; every push stays WAITING until the bench resolves it to SUCCESS at a random moment inside
+a window of a few poll intervals. Measured per run: CPU % and RSS of this process (worker, fake Okta
+and NATS client together; nats-server is a separate process), polls/s, and the latency from the moment
+a push became SUCCESS in Okta to the moment the case update was stored in KV (p50 / p99), and with two
+replicas how the polls split between them. Bounded: each run stops after ``--timeout`` seconds.
+Targets (issue 5): RSS ≤ 300 MB, p99 ≤ one poll interval + 100 ms, an even split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta, PushOutcome
+from services.okta_worker.app import OktaWorkerService
+from services.okta_worker.case import Case
+from services.okta_worker.factors import describe
+from services.okta_worker.handlers import CASES_BUCKET
+from shared.bus import Bus
+from shared.logging import configure_logging
+from shared.messages import Actor, CaseState, PollPush, UserCard
+from shared.natsserver import EmbeddedNats, free_port
+from shared.settings import Settings
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fake_okta_process(port: int, ready: Any) -> None:
+    """FakeOkta in its own process (its CPU is not the worker's), with a few bench-only control routes."""
+    from aiohttp import web
+
+    async def serve() -> None:
+        okta = FakeOkta(rate_limit=10_000_000)
+        okta.default_push_outcome = PushOutcome(None)  # WAITING until the bench resolves it
+        okta.push_lifetime = 3600
+        resolved: dict[str, float] = {}
+
+        async def seed(request: web.Request) -> web.Response:
+            n = int((await request.json())["n"])
+            pairs = []
+            for i in range(n):
+                user = okta.add_user(f"bench{i}@example.com", "Bench", f"User{i}")
+                pairs.append([user.id, okta.add_factor(user.id, "push").id])
+            return web.json_response(pairs)
+
+        async def resolve(request: web.Request) -> web.Response:
+            body = await request.json()
+
+            async def one(tx_id: str) -> None:
+                await asyncio.sleep(random.uniform(0, float(body["spread"])))
+                okta.resolve_push(tx_id, "SUCCESS")
+                resolved[tx_id] = time.time()
+
+            for tx_id in body["tx_ids"]:
+                asyncio.get_running_loop().create_task(one(tx_id))
+            return web.json_response({})
+
+        async def stats(_: web.Request) -> web.Response:
+            okta.calls.clear()  # the fake records every call; keep its memory flat
+            return web.json_response({"polls": sum(t.polls for t in okta.pushes), "resolved": resolved})
+
+        okta.app.router.add_post("/bench/seed", seed)
+        okta.app.router.add_post("/bench/resolve", resolve)
+        okta.app.router.add_get("/bench/stats", stats)
+        await okta.start(port=port)
+        ready.set()
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(serve())
+
+
+async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread: float, timeout: float) -> None:
+    port = free_port()
+    ready = multiprocessing.Event()
+    child = multiprocessing.Process(target=fake_okta_process, args=(port, ready), daemon=True)
+    child.start()
+    if not await asyncio.get_running_loop().run_in_executor(None, ready.wait, 10.0):
+        raise RuntimeError("FakeOkta did not start")
+    okta_url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        nats_url=nats_url,
+        nats_prefix="b" + uuid.uuid4().hex[:8],
+        case_token_secret="bench-case-token-secret-0123456789abcdef",
+        okta_org_url=okta_url,
+        okta_api_token=DEFAULT_API_TOKEN,
+        push_poll_interval=interval,
+        push_max_wait=3600,
+    )
+    control = await Bus.connect(settings, name="bench")
+    await control.ensure_streams()
+    buses, workers = [], []
+    for i in range(replicas):
+        b = await Bus.connect(settings, name=f"okta-worker-{i}")
+        w = OktaWorkerService(settings, b)
+        await w.start()
+        buses.append(b)
+        workers.append(w)
+    cases_kv = await control.key_value(CASES_BUCKET)
+    http = httpx.AsyncClient(base_url=okta_url, headers={"Authorization": f"SSWS {DEFAULT_API_TOKEN}"}, timeout=30)
+
+    # Seed: a case in CHALLENGE_SENT per user, with a real push sent to Okta and its poll job published.
+    print(f"seeding {pushes} pending pushes …", flush=True)
+    pairs = (await http.post("/bench/seed", json={"n": pushes})).json()
+    engine = workers[0].ctx.engine  # type: ignore[union-attr]
+    tx_by_case: dict[str, str] = {}
+    now = datetime.now(UTC)
+    sem = asyncio.Semaphore(64)
+
+    async def seed(i: int, user_id: str, factor_id: str) -> None:
+        async with sem:
+            resp = await http.post(
+                f"/api/v1/users/{user_id}/factors/{factor_id}/verify",
+                json={"useNumberMatchingChallenge": True},
+                headers={"User-Agent": "bench"},
+            )
+        body = resp.json()
+        poll_url = body["_links"]["poll"]["href"]
+        case_id = f"c_bench_{i:05d}"
+        tx_by_case[case_id] = poll_url.rsplit("/", 1)[1]
+        option = describe({"id": factor_id, "factorType": "push", "provider": "OKTA", "status": "ACTIVE"})
+        case = Case(
+            case_id=case_id,
+            agent=Actor(user_id=f"U0BENCH{i % 50:02d}"),  # 50 agents at work
+            case_token="-",
+            state=CaseState.FACTORS,
+            target=UserCard(id=user_id, login=f"bench{i}@example.com", status="ACTIVE"),
+            factors=[option],
+            created_at=now,
+            updated_at=now,
+        )
+        case = engine.challenge_sent(
+            case,
+            option,
+            "ch1",
+            now,
+            poll_url=poll_url,
+            cancel_url=body["_links"]["cancel"]["href"],
+            expires_at=now + timedelta(hours=1),
+            correct_answer=body["_embedded"]["challenge"]["correctAnswer"],
+        )
+        async with sem:
+            await cases_kv.create(case_id, case.model_dump_json().encode())
+            job = PollPush(case_id=case_id, challenge_id="ch1", poll_url=poll_url, expires_at=now + timedelta(hours=1))
+            await control.publish(job, msg_id=f"poll:{case_id}")
+
+    await asyncio.gather(*(seed(i, uid, fid) for i, (uid, fid) in enumerate(pairs)))
+
+    # Watch the cases bucket: the moment each case is stored VERIFIED.
+    updated_at: dict[str, float] = {}
+    done = asyncio.Event()
+    watcher = await cases_kv.watchall(include_history=False)
+
+    async def watch() -> None:
+        async for entry in watcher:
+            if entry is None or entry.value is None:
+                continue
+            if b'"state":"verified"' in entry.value and entry.key not in updated_at:
+                updated_at[entry.key] = time.time()
+                if len(updated_at) >= pushes:
+                    done.set()
+
+    watch_task = asyncio.create_task(watch())
+
+    async def polls() -> int:
+        return int((await http.get("/bench/stats")).json()["polls"])
+
+    # Let the polling reach its steady state, then measure a few intervals with every push pending.
+    await asyncio.sleep(interval * 2)
+    polls_before = await polls()
+    handled_before = [w.ctx.handled for w in workers]  # type: ignore[union-attr]
+    cpu_before, wall_before = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(interval * 4)
+    window = time.monotonic() - wall_before
+    steady_polls = (await polls()) - polls_before
+    steady_cpu = (cpu_seconds() - cpu_before) / window * 100
+    steady_rss = rss_mb()
+
+    # The users answer: each push becomes SUCCESS at a random moment within `spread` seconds.
+    await http.post("/bench/resolve", json={"tx_ids": list(tx_by_case.values()), "spread": spread})
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout)
+    resolved = (await http.get("/bench/stats")).json()["resolved"]
+    peak_rss = rss_mb()
+    handled = [w.ctx.handled - b for w, b in zip(workers, handled_before, strict=True)]  # type: ignore[union-attr]
+    watch_task.cancel()
+    with contextlib.suppress(Exception):
+        await watcher.stop()
+
+    latencies = sorted(
+        (updated_at[c] - resolved[t]) * 1000 for c, t in tx_by_case.items() if c in updated_at and t in resolved
+    )
+    missing = pushes - len(latencies)
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan")
+    target = interval * 1000 + 100
+    print(f"\n== {replicas} replica(s), {pushes} pending pushes, poll every {interval:g} s ==")
+    print(f"polls/s (steady, all pending)   {steady_polls / window:8.1f}   (ideal {pushes / interval:.1f})")
+    print(f"CPU % of one core (steady)      {steady_cpu:8.1f}   (all worker replicas; FakeOkta and NATS excluded)")
+    print(f"RSS MB steady / peak            {steady_rss:8.1f} / {peak_rss:.1f}   (target ≤ 300)")
+    print(
+        f"SUCCESS → case stored  p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {latencies[-1] if latencies else 0:7.1f} ms"
+        f"   (target p99 ≤ {target:.0f} ms)  missing {missing}"
+    )
+    if replicas > 1:
+        total = sum(handled) or 1
+        split = " / ".join(f"{n} ({n / total:.0%})" for n in handled)
+        print(f"poll jobs handled per replica   {split}")
+
+    await http.aclose()
+    for w, b in zip(workers, buses, strict=True):
+        await w.stop()
+        await b.close()
+    await control.close()
+    child.terminate()
+    child.join(5)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pushes", type=int, default=2000)
+    parser.add_argument("--interval", type=float, default=3.0)
+    parser.add_argument("--spread", type=float, default=None, help="seconds over which users answer (default 2×)")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args()
+    configure_logging("WARNING", "console")
+    print(f"pid {os.getpid()}, python {sys.version.split()[0]}")
+    async with EmbeddedNats() as server:
+        for replicas in args.replicas:
+            await run(server.url, args.pushes, replicas, args.interval, args.spread or args.interval * 2, args.timeout)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(main())
