@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 
 from sandbox.slack import AGENT_USER_ID, SECOND_AGENT_USER_ID, TEAM_ID, FakeSlack
 from sandbox.slack_agent import SlackAgent
-from services.gateway.app import GATEWAY, create_app
+from services.gateway.app import GATEWAY, create_app, create_service
 from shared.bus import CMD_STREAM, Bus
 from shared.messages import (
     ActionKind,
@@ -47,7 +47,7 @@ from shared.messages import (
     UserOption,
     decode,
 )
-from shared.settings import Settings
+from shared.settings import MissingSetting, Settings
 from shared.tokens import CaseTokens
 from shared.ui import (
     ACTION_BACK_TO_SEARCH,
@@ -656,3 +656,11 @@ async def test_secrets_never_reach_logs_or_answers(workspace: Workspace) -> None
         assert secret not in answered
     assert len(submitted) == 1 and isinstance(submitted[0], SubmitCode)
     assert code not in repr(submitted[0]) and code not in str(submitted[0])
+
+
+async def test_the_gateway_needs_its_secrets_at_start(settings: Settings, bus: Bus) -> None:
+    """Without SLACK_SIGNING_SECRET or CASE_TOKEN_SECRET the service refuses to be created, naming the setting."""
+    for name in ("slack_signing_secret", "case_token_secret"):
+        with pytest.raises(MissingSetting) as missing:
+            create_service(settings.model_copy(update={name: None}), bus)
+        assert missing.value.names == (name.upper(),)

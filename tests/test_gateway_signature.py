@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import orjson
 import pytest
@@ -298,3 +298,11 @@ async def test_fuzz_never_5xx_and_never_publishes_unsigned(
     if not sign_it:
         assert reply.status in (200, 401)  # 200 only for Slack's ssl_check probe
         assert await command_count(bus) == before
+
+
+@given(st.dictionaries(st.text(min_size=1), st.text(), max_size=20))
+def test_parse_form_agrees_with_the_standard_library(fields: dict[str, str]) -> None:
+    """The fast form parser reads any urlencoded form exactly as ``urllib.parse.parse_qs`` does."""
+    body = urlencode(fields).encode()
+    expected = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+    assert parse_form(body) == expected

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import orjson
 from aiohttp import web
@@ -142,13 +142,31 @@ class RequestVerifier:
 
 
 def parse_form(body: bytes) -> dict[str, str]:
-    """A form-encoded body as a dict (the first value of each field)."""
+    """A form-encoded body as a dict (the first value of each field, like ``parse_qs(...)[k][0]``).
+
+    Only fields that hold ``%`` or ``+`` are unquoted: most of Slack's fields are plain ids, and
+    ``urllib.parse.parse_qsl`` was the largest cost of a slash command.
+    """
     try:
         text = body.decode("utf-8")
-        parsed = parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         raise MalformedRequest("bad_form") from None
-    return {key: values[0] for key, values in parsed.items()}
+    fields: dict[str, str] = {}
+    if not text:
+        return fields
+    pairs = text.split("&")
+    if len(pairs) > MAX_FORM_FIELDS:
+        raise MalformedRequest("bad_form")
+    for pair in pairs:
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote_plus(key)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        fields.setdefault(key, value)
+    return fields
 
 
 def is_ssl_check(body: bytes) -> bool:
