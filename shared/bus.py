@@ -273,7 +273,7 @@ class Bus:
         except BadMessage as exc:
             raise BusError(str(exc)) from None
 
-    async def serve(self, message_type: type[M], responder: Callable[[M], Awaitable[Message]], queue: str) -> None:
+    async def serve(self, message_type: type[M], responder: Callable[[M], Awaitable[Message]], queue: str) -> Any:
         """Answer requests on ``message_type.SUBJECT`` (queue group: one replica answers each)."""
         slog = log.bind(subject=message_type.SUBJECT)
 
@@ -294,6 +294,7 @@ class Bus:
 
         sub = await self.nc.subscribe(self.subject(message_type.SUBJECT), queue=queue, cb=on_request)
         self._services.append(sub)
+        return sub  # unsubscribe() it to stop answering before the bus closes
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -307,8 +308,14 @@ class Bus:
         ack_wait: float = 30.0,
         max_in_flight: int = 64,
         deliver_new: bool = False,
+        max_ack_pending: int = 1000,
     ) -> Subscription:
-        """Start a durable pull consumer shared by every replica that uses the same ``durable``."""
+        """Start a durable pull consumer shared by every replica that uses the same ``durable``.
+
+        ``max_in_flight`` handlers run at once in this process; ``max_ack_pending`` bounds un-acked
+        messages across all replicas (a nak'ed job waiting for its delay counts, so a consumer of
+        durable waits needs room for every pending wait).
+        """
         sub = Subscription(
             bus=self,
             stream=self.stream_name(stream.name),
@@ -319,6 +326,7 @@ class Bus:
             ack_wait=ack_wait,
             max_in_flight=max_in_flight,
             deliver_new=deliver_new,
+            max_ack_pending=max_ack_pending,
         )
         await sub.start()
         self._subscriptions.append(sub)
@@ -339,6 +347,7 @@ class Subscription:
         ack_wait: float,
         max_in_flight: int,
         deliver_new: bool,
+        max_ack_pending: int = 1000,
     ) -> None:
         self.bus = bus
         self.stream = stream
@@ -351,7 +360,7 @@ class Subscription:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
             max_deliver=max_deliver,
-            max_ack_pending=max(1000, max_in_flight * 4),
+            max_ack_pending=max(max_ack_pending, max_in_flight),
             filter_subject=subject,
             deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
         )
@@ -368,9 +377,9 @@ class Subscription:
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.durable}")
 
     async def _subscribe(self) -> None:
-        self._psub = await self.bus.js.pull_subscribe(
-            self.subject, durable=self.durable, stream=self.stream, config=self.config
-        )
+        # Create or update the durable first, so a changed limit (max_ack_pending…) takes effect, then bind.
+        await self.bus.js.add_consumer(self.stream, self.config)
+        self._psub = await self.bus.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
 
     async def _run(self) -> None:
         failures = 0

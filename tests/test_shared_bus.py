@@ -43,6 +43,42 @@ async def test_consumer_acks_handled_messages(bus: Bus) -> None:
     assert info.num_ack_pending == 0
 
 
+async def test_message_arriving_while_idle_is_handled_at_once(bus: Bus) -> None:
+    """A message published while the consumer waits is handled well before its 1 s pull expires.
+
+    (nats-py's fetch(batch>1) would hold the first message until the batch filled or the pull expired.)
+    """
+    handled: asyncio.Queue[float] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def handler(msg: OpenCase, delivery: Delivery) -> None:
+        handled.put_nowait(loop.time())
+
+    sub = await bus.consume(CMD_STREAM, "idle", handler, max_in_flight=64)
+    await bus.publish(open_case("warm-up"))
+    await asyncio.wait_for(handled.get(), 5)
+    for trigger in ("a", "b"):
+        sent = loop.time()
+        await bus.publish(open_case(trigger))
+        done = await asyncio.wait_for(handled.get(), 5)
+        assert done - sent < 0.5
+    await sub.stop()
+
+
+async def test_consumer_limits_follow_the_code(bus: Bus) -> None:
+    """Re-subscribing with a larger max_ack_pending updates the existing durable consumer."""
+
+    async def handler(msg: OpenCase, delivery: Delivery) -> None:
+        return None
+
+    sub = await bus.consume(CMD_STREAM, "limits", handler)
+    await sub.stop()
+    sub = await bus.consume(CMD_STREAM, "limits", handler, max_ack_pending=50_000)
+    info = await bus.js.consumer_info(bus.stream_name("HELPDESK_CMD"), "limits")
+    await sub.stop()
+    assert info.config.max_ack_pending == 50_000
+
+
 async def test_retry_later_redelivers_after_delay(bus: Bus) -> None:
     """RetryLater naks with a delay; the redelivery counts as delivery 2."""
     deliveries: list[int] = []

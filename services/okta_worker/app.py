@@ -19,8 +19,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
 from services.okta_worker.case import CaseEngine
 from services.okta_worker.handlers import (
     AGENTS_BUCKET,
@@ -39,7 +37,7 @@ from services.okta_worker.handlers import (
     utcnow,
 )
 from services.okta_worker.okta_client import OktaAuth, OktaClient, auth_from_settings
-from shared.bus import CMD_STREAM, JOB_STREAM, Bus, Delivery, StreamSpec, Subscription
+from shared.bus import CMD_STREAM, JOB_STREAM, Bus, Delivery, Subscription
 from shared.limits import RateLimiter
 from shared.logging import get_logger
 from shared.messages import Message, PollPush, SearchUsers
@@ -70,16 +68,16 @@ class OktaWorkerService:
         *,
         clock: Callable[[], datetime] = utcnow,
         job_ack_wait: float = 30.0,
-        poll_lanes: int = 10,
-        command_lanes: int = 8,
+        polls_in_flight: int = 10,
+        commands_in_flight: int = 8,
         okta: OktaClient | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.clock = clock
         self.job_ack_wait = job_ack_wait
-        self.poll_lanes = poll_lanes
-        self.command_lanes = command_lanes
+        self.polls_in_flight = polls_in_flight
+        self.commands_in_flight = commands_in_flight
         auth = check_settings(settings)
         assert settings.okta_org_url is not None
         self.okta = okta or OktaClient(settings.okta_org_url, auth)
@@ -117,12 +115,21 @@ class OktaWorkerService:
 
         # A push waits at most push_max_wait; every poll is one delivery, so allow all of them and more.
         polls = int(settings.push_max_wait / max(0.05, settings.push_poll_interval)) * 3 + 50
-        # A waiting push stays ack-pending between polls (nak with delay), so the poll consumer must allow
-        # as many un-acked jobs as there can be pending pushes; bus.consume would cap it at 1,000.
-        await _ensure_consumer(bus, JOB_STREAM, POLL_DURABLE, ack_wait=self.job_ack_wait, max_deliver=polls)
-        await _ensure_consumer(bus, CMD_STREAM, CMD_DURABLE, ack_wait=30.0, max_deliver=5)
-        self._subs += await _lanes(bus, CMD_STREAM, CMD_DURABLE, on_command, self.command_lanes, 5, 30.0)
-        self._subs += await _lanes(bus, JOB_STREAM, POLL_DURABLE, on_job, self.poll_lanes, polls, self.job_ack_wait)
+        self._subs.append(
+            await bus.consume(CMD_STREAM, CMD_DURABLE, on_command, max_in_flight=self.commands_in_flight, max_deliver=5)
+        )
+        # A waiting push stays ack-pending between polls (nak with delay): room for every pending push.
+        self._subs.append(
+            await bus.consume(
+                JOB_STREAM,
+                POLL_DURABLE,
+                on_job,
+                max_in_flight=self.polls_in_flight,
+                max_deliver=polls,
+                ack_wait=self.job_ack_wait,
+                max_ack_pending=MAX_ACK_PENDING,
+            )
+        )
         await bus.serve(SearchUsers, on_search, queue=SEARCH_QUEUE)
         await bus.nc.flush()  # the search subscription is live on the server before start() returns
         log.info("okta_worker.started", org=settings.okta_org_url, auth=self.okta.auth.scheme)
@@ -134,35 +141,6 @@ class OktaWorkerService:
         self._subs.clear()
         await self.okta.aclose()
         log.info("okta_worker.stopped")
-
-
-async def _ensure_consumer(bus: Bus, stream: StreamSpec, durable: str, ack_wait: float, max_deliver: int) -> None:
-    """Create (or update) the durable consumer with room for every pending push before anyone pulls."""
-    config = ConsumerConfig(
-        durable_name=durable,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ack_wait,
-        max_deliver=max_deliver,
-        max_ack_pending=MAX_ACK_PENDING,
-        filter_subject=bus.subject(stream.subjects[0]),
-        deliver_policy=DeliverPolicy.ALL,
-    )
-    await bus.js.add_consumer(bus.stream_name(stream.name), config)
-
-
-async def _lanes(
-    bus: Bus, stream: StreamSpec, durable: str, handler: Any, lanes: int, max_deliver: int, ack_wait: float
-) -> list[Subscription]:
-    """``lanes`` pull loops on one durable, each fetching one message at a time.
-
-    nats-py's ``fetch(batch>1)`` keeps waiting for the batch to fill until its timeout when messages
-    trickle in (a push poll due every few seconds), which would add up to a second to each poll;
-    ``fetch(1)`` returns on the first message. Concurrency comes from the number of lanes.
-    """
-    return [
-        await bus.consume(stream, durable, handler, max_deliver=max_deliver, ack_wait=ack_wait, max_in_flight=1)
-        for _ in range(max(1, lanes))
-    ]
 
 
 def create_service(settings: Settings, bus: Bus) -> OktaWorkerService:
