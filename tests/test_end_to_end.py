@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 
 from helpdesk.sandbox_stack import SandboxStack
+from shared import ui
 
 
 @pytest.fixture
@@ -80,3 +81,18 @@ async def test_helpdesk_run_stops_gracefully_on_sigterm(nats_url: str, prefix: s
         assert code == 0
         assert b'"shutdown.requested"' in rest
         assert rest.count(b'"service.stopped"') == 4
+
+
+async def test_expired_trigger_is_followed_up_in_the_channel_and_reopens(stack: SandboxStack) -> None:
+    """A trigger that expired before views.open → an ephemeral in the agent's channel whose button opens the modal."""
+    agent = stack.agent()
+    form = agent.slash_command_form("alice")
+    stack.slack.advance(3.5)  # Slack's trigger lives 3 s: this one is dead before the modal can open
+    response = await agent.post("/slack/commands", urlencode(form).encode())
+    assert response.status_code == 200
+    await stack.slack.wait_for_call("POST", "/api/chat.postEphemeral", timeout=5)
+    offer = stack.slack.ephemerals[-1]
+    assert offer["channel"] == agent.channel_id and offer["user"] == agent.user_id
+    await agent.click_message(offer["message"], ui.ACTION_START)
+    opened = await stack.slack.wait_for_call("POST", "/api/views.open", count=2, timeout=5)
+    assert stack.slack.last_view_for((opened[-1].json or opened[-1].form)["trigger_id"]) is not None

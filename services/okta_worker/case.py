@@ -115,6 +115,7 @@ class Case(BaseModel):
     agent_okta_id: str | None = None
     case_token: str
     trigger_id: str | None = None
+    channel_id: str | None = None  # where the agent typed the command: a modal that cannot open is followed up there
     view: ViewRef | None = None
     query: str = ""
     mode: Literal["full", "verify-only"] = "full"
@@ -188,13 +189,21 @@ class CaseEngine:
     # -- opening ----------------------------------------------------------------------------------
 
     def open(
-        self, case_id: str, agent: Actor, trigger_id: str, case_token: str, now: datetime, query: str = ""
+        self,
+        case_id: str,
+        agent: Actor,
+        trigger_id: str,
+        case_token: str,
+        now: datetime,
+        query: str = "",
+        channel_id: str | None = None,
     ) -> Case:
         return Case(
             case_id=case_id,
             agent=agent,
             case_token=case_token,
             trigger_id=trigger_id,
+            channel_id=channel_id,
             query=query[:200],
             mode=self.settings.helpdesk_mode,
             created_at=now,
@@ -556,6 +565,7 @@ class CaseEngine:
             agent=case.agent,
             case_token=case.case_token,
             trigger_id=case.trigger_id if case.view is None else None,
+            channel_id=case.channel_id,
             view=case.view,
             query=case.query,
             mode=case.mode,

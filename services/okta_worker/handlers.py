@@ -421,7 +421,7 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
     bind_correlation(case_id=case_id)
     now = ctx.clock()
     token = ctx.tokens.issue(case_id=case_id, agent_id=cmd.agent.user_id)
-    case = ctx.engine.open(case_id, cmd.agent, cmd.trigger_id, token, now, query=cmd.query)
+    case = ctx.engine.open(case_id, cmd.agent, cmd.trigger_id, token, now, query=cmd.query, channel_id=cmd.channel_id)
     case = ctx.engine.seen_view(case, cmd.view)
     if await ctx.store.create(case):
         await ctx.publish_case(case)
