@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     gateway_port: int = 8080
     telephony_hook_port: int = 8081
+    metrics_port: int | None = None  # /healthz /readyz /metrics for a process without an HTTP service
 
     # Logging
     log_level: str = "INFO"

@@ -9,10 +9,12 @@ import sys
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 
 from helpdesk.sandbox_stack import SandboxStack
 from shared import ui
+from shared.natsserver import free_port
 
 
 @pytest.fixture
@@ -96,3 +98,16 @@ async def test_expired_trigger_is_followed_up_in_the_channel_and_reopens(stack: 
     await agent.click_message(offer["message"], ui.ACTION_START)
     opened = await stack.slack.wait_for_call("POST", "/api/views.open", count=2, timeout=5)
     assert stack.slack.last_view_for((opened[-1].json or opened[-1].form)["trigger_id"]) is not None
+
+
+async def test_worker_process_serves_health_and_metrics(nats_url: str, prefix: str) -> None:
+    """A worker-only process with METRICS_PORT answers /healthz, /readyz (NATS connected) and /metrics."""
+    port = free_port()
+    async with (
+        SandboxStack(nats_url=nats_url, prefix=prefix, services=["okta-worker"], metrics_port=port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client,
+    ):
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["nats"] == {"okta-worker": True}
+        assert "helpdesk_okta_worker" in (await client.get("/metrics")).text
