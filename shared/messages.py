@@ -50,7 +50,9 @@ class Message(BaseModel):
         return self.SUBJECT
 
     def correlation_id(self) -> str | None:
-        return getattr(self, "case_id", None)
+        # Not getattr(): on a model without the field, pydantic's __getattr__ raises and catches internally.
+        value = self.__dict__.get("case_id")
+        return value if isinstance(value, str) else None
 
     def encode(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
