@@ -103,8 +103,10 @@ class FakeTwilio(FakeService):
         self._hangs = 0
         self._release = asyncio.Event()
         self.hanging = 0  # requests currently held by hang_next
+        self.created = _rfc2822(datetime.now(UTC))
         self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create_message)
         self.app.router.add_post("/2010-04-01/Accounts/{sid}/Calls.json", self._create_call)
+        self.app.router.add_get("/2010-04-01/Accounts/{sid}.json", self._fetch_account)
 
     # Scenario switches -------------------------------------------------------------------------
 
@@ -238,6 +240,32 @@ class FakeTwilio(FakeService):
         }
         self.messages.append(message)
         return json_response(message, status=201)
+
+    async def _fetch_account(self, request: web.Request) -> web.Response:
+        """``GET /Accounts/{Sid}.json``: what a credentials check (``helpdesk check``) calls."""
+        if (answer := await self._scenario(request)) is not None:
+            return answer
+        if not self._authorized(request):
+            return twilio_error(20003)
+        uri = f"/2010-04-01/Accounts/{self.account_sid}.json"
+        base = uri.removesuffix(".json")
+        return json_response(
+            {
+                "auth_token": self.auth_token,  # Twilio returns it to the account's own credentials
+                "date_created": self.created,
+                "date_updated": self.created,
+                "friendly_name": "Helpdesk sandbox",
+                "owner_account_sid": self.account_sid,
+                "sid": self.account_sid,
+                "status": "active",
+                "subresource_uris": {
+                    "messages": f"{base}/Messages.json",
+                    "calls": f"{base}/Calls.json",
+                },
+                "type": "Full",
+                "uri": uri,
+            }
+        )
 
     async def _create_call(self, request: web.Request) -> web.Response:
         if (answer := await self._scenario(request)) is not None:

@@ -216,3 +216,26 @@ async def test_official_twilio_client_sends_sms_and_call(twilio: FakeTwilio) -> 
     assert message.to == "+15551234567" and message.body == "Code 42"
     assert call.sid == twilio.calls_created[0]["sid"] and call.status == "queued"
     assert refused.value.code == 21610 and refused.value.status == 400
+
+
+async def test_account_fetch_matches_twilio_schema_and_official_client(twilio: FakeTwilio) -> None:
+    """GET /Accounts/{Sid}.json (a credentials check) matches Twilio's schema; the official client reads it."""
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+    from twilio.rest import Client
+
+    async with _client(twilio) as client:
+        resp = await client.get(f"/2010-04-01/Accounts/{twilio.account_sid}.json")
+        refused = await client.get(
+            f"/2010-04-01/Accounts/{twilio.account_sid}.json", auth=(twilio.account_sid, "x" * 32)
+        )
+    assert resp.status_code == 200
+    assert_valid(twilio_schema("api.v2010.account"), resp.json())
+    assert refused.status_code == 401 and refused.json()["code"] == 20003
+    http_client = AsyncTwilioHttpClient()
+    official = Client(twilio.account_sid, twilio.auth_token, http_client=http_client)
+    official.api.base_url = twilio.url
+    try:
+        account = await official.api.v2010.accounts(twilio.account_sid).fetch_async()
+    finally:
+        await http_client.session.close()
+    assert account.sid == twilio.account_sid and account.status == "active"
