@@ -12,7 +12,7 @@ async def test_demo_runs_every_scene_without_leaking_a_secret() -> None:
     code = await run_demo(out=out)
     transcript = out.getvalue()
     assert code == 0, transcript[-3000:]
-    for scene in ("1. Okta Verify push", "2. SMS code", "3. Okta's telephony inline hook", "4. The audit channel"):
+    for scene in ("1. Okta Verify push", "2. SMS code", "3. Guards", "4. Okta's telephony inline hook", "5. The audit"):
         assert scene in transcript
     assert "CALLER VERIFIED" in transcript
     assert "TEMPORARY PASSWORD" in transcript
