@@ -23,6 +23,7 @@ import httpx
 from helpdesk.sandbox_stack import DEMO_HOOK_AUTH, SandboxStack
 from sandbox import okta_data as org
 from sandbox.okta import PushOutcome
+from sandbox.okta_hook import telephony_request
 from sandbox.slack import AGENT_USER_ID, AUDIT_CHANNEL_ID, FakeSlack
 from shared import ui
 from shared.logging import configure_logging
@@ -274,7 +275,15 @@ class Demo:
         async with httpx.AsyncClient(base_url=self.stack.hook_url, timeout=5) as client:
             for n, (channel, number) in enumerate((("SMS", "+14155550123"), ("voice call", "+14155550199"))):
                 otp = f"{480_000 + n * 1_111:06d}"
-                event = okta_telephony_event(f"demo-event-{n}", channel, number, otp)
+                event = telephony_request(
+                    channel,
+                    number,
+                    otp,
+                    event_id=f"demo-event-{n}",
+                    template=f"Your Example Co. verification code is {otp}",
+                    login="alice@example.com",
+                    user_id=org.ALICE,
+                )
                 started = time.perf_counter()
                 response = await client.post("/telephony/okta", json=event, headers={"Authorization": DEMO_HOOK_AUTH})
                 took = (time.perf_counter() - started) * 1000
@@ -293,7 +302,7 @@ class Demo:
                 )
             again = await client.post(
                 "/telephony/okta",
-                json=okta_telephony_event("demo-event-0", "SMS", "+14155550123", "480000"),
+                json=telephony_request("SMS", "+14155550123", "480000", event_id="demo-event-0"),
                 headers={"Authorization": DEMO_HOOK_AUTH},
             )
             self.t.say("okta", "retries the first event (same eventId)")
@@ -331,39 +340,6 @@ class Demo:
 
     async def _wait_for(self, probe: Callable[[], Any]) -> Any:
         return await self.until(probe, "the sandbox did not see the expected call")
-
-
-def okta_telephony_event(event_id: str, channel: str, phone: str, otp: str) -> dict[str, Any]:
-    """What Okta POSTs to a telephony inline hook (reference/telephony.md)."""
-    return {
-        "eventId": event_id,
-        "eventTime": "2026-11-23T10:00:00.000Z",
-        "eventType": "com.okta.telephony.provider",
-        "eventTypeVersion": "1.0",
-        "contentType": "application/json",
-        "cloudEventVersion": "0.1",
-        "source": "https://example.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3",
-        "requestType": "com.okta.user.telephony.mfa-verification",
-        "data": {
-            "context": {
-                "request": {"id": "reqDemo", "method": "POST", "url": {"value": "/"}, "ipAddress": "127.0.0.1"}
-            },
-            "userProfile": {
-                "firstName": "Alice",
-                "lastName": "Anders",
-                "login": "alice@example.com",
-                "userId": org.ALICE,
-            },
-            "messageProfile": {
-                "msgTemplate": f"Your Example Co. verification code is {otp}",
-                "phoneNumber": phone,
-                "otpExpires": "2026-11-23T10:05:00.000Z",
-                "deliveryChannel": channel,
-                "otpCode": otp,
-                "locale": "EN-US",
-            },
-        },
-    }
 
 
 def secrets_in_logs(log_text: str, stack: SandboxStack) -> list[str]:
