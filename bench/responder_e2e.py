@@ -2,20 +2,32 @@
 
     .venv/bin/python bench/responder_e2e.py                 # 50 and 200 commands/s, 10 s each
     .venv/bin/python bench/responder_e2e.py --seconds 3 --rates 50 200 400 --agents 20
+    .venv/bin/python bench/responder_e2e.py --layout run    # the services in one ``helpdesk run`` process
 
-Everything runs as ``helpdesk run`` would (one process, the four real ``create_service``), against
-the sandbox fakes of Slack, Okta and Twilio and an embedded nats-server. The load generator shares
-that event loop, so the figures include its own cost: they are an upper bound.
+The product runs as deployed, so the figures are the product's and not the harness's; every part is
+its own process, on one embedded nats-server:
+
+* the services: ``helpdesk gateway``, ``helpdesk okta-worker``, ``helpdesk slack-responder`` (each
+  ``python -m helpdesk.cli <name>``, configured by environment variables pointing at the fakes), or
+  with ``--layout run`` all of them in one ``helpdesk run``;
+* the fakes: FakeSlack and FakeOkta in one process, with bench-only routes: ``/bench/triggers``
+  issues trigger_ids ahead of time (each dated at its command's planned send time, so Slack's
+  3-second trigger life is checked as usual), ``/bench/stats`` returns when ``views.open`` arrived
+  for each trigger and when the first ``views.update`` of that modal arrived;
+* the load generator: per rate, a fresh process that fetches the triggers, builds and signs every
+  request body *before* the measured run, then sends them open loop (command *i* at
+  ``start + i / rate`` whether or not earlier ones finished) with aiohttp.
 
 Commands come from ``--agents`` help-desk agents in turn (each a Slack user and an Okta member of
-the Helpdesk group in the fakes), as a real help desk's load would.
-
-Open loop: command *i* is sent at ``start + i / rate`` whether or not earlier ones finished. For each
-command we measure, from the moment its signed POST starts:
+the Helpdesk group in the fakes), as a real help desk's load would. For each command, from the
+moment its signed POST starts (``time.time()`` on both sides of loopback):
 
 * ``ack``    the gateway's HTTP 200 (Slack's limit: 3,000 ms);
 * ``open``   the fake Slack receiving ``views.open`` with that command's trigger_id (target p99 ≤ 25 ms);
 * ``search`` the fake Slack receiving the first ``views.update`` of that modal (the user search view).
+
+CPU is per process (``/proc/<pid>/stat``) over the sending window, in % of one core. Bounded: each
+rate stops sending after ``--seconds`` and waits at most 3 s for the last modals.
 """
 
 from __future__ import annotations
@@ -23,11 +35,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
+import hashlib
+import hmac
+import multiprocessing
+import multiprocessing.connection
+import os
+import secrets
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -35,146 +51,254 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from helpdesk.sandbox_stack import SandboxStack  # noqa: E402
-from shared.logging import configure_logging  # noqa: E402
+from bench._procs import cpu_seconds, service_env, start_service, stop_process, wait_ready  # noqa: E402
+from helpdesk.sandbox_stack import DEMO_SIGNING_SECRET  # noqa: E402
+from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta  # noqa: E402
+from sandbox.slack import APP_ID, AUDIT_CHANNEL_ID, DEFAULT_BOT_TOKEN, HELPDESK_CHANNEL_ID, TEAM_ID, FakeSlack  # noqa: E402
+from sandbox.slack_agent import TEAM_DOMAIN, VERIFICATION_TOKEN  # noqa: E402
+from shared.natsserver import EmbeddedNats, free_port  # noqa: E402
 
 WARMUP = 20
+PREPARE = 1.0  # seconds between asking for the triggers and the first planned send
+SETTLE = 3.0  # after the last send, how long the last modals may take before the rate is read
+LAYOUTS = {"split": ["okta-worker", "slack-responder", "gateway"], "run": ["run"]}
 
 
-def add_agents(stack: SandboxStack, count: int) -> list[str]:
-    """``count`` agents known to the fake Slack and in the fake Okta's Helpdesk group; their Slack ids."""
-    ids = []
-    for n in range(1, count + 1):
-        user_id, email = f"U0BENCH{n:03d}", f"bench-agent-{n:03d}@example.com"
-        stack.slack.add_user(user_id, email, f"Bench Agent {n}", f"bench{n}")
-        stack.okta.add_user(email, "Bench", f"Agent {n}", groups=["Helpdesk"])
-        ids.append(user_id)
-    return ids
+def agent_ids(count: int) -> list[str]:
+    return [f"U0BENCH{n:03d}" for n in range(1, count + 1)]
 
 
-@dataclass
-class Probe:
-    """Arrival times at the fake Slack, per trigger_id (views.open) and per view id (first views.update)."""
-
-    opened: dict[str, float] = field(default_factory=dict)
-    updated: dict[str, float] = field(default_factory=dict)
-    waiters: dict[str, asyncio.Future[float]] = field(default_factory=dict)
-
-    def wrap_open(self, handler: Callable[[dict[str, Any]], Awaitable[web.Response]]) -> Any:
-        async def views_open(args: dict[str, Any]) -> web.Response:
-            now = time.perf_counter()
-            trigger = str(args.get("trigger_id", ""))
-            self.opened.setdefault(trigger, now)
-            waiter = self.waiters.get(trigger)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(now)
-            return await handler(args)
-
-        return views_open
-
-    def wrap_update(self, handler: Callable[[dict[str, Any]], Awaitable[web.Response]]) -> Any:
-        async def views_update(args: dict[str, Any]) -> web.Response:
-            self.updated.setdefault(str(args.get("view_id", "")), time.perf_counter())
-            return await handler(args)
-
-        return views_update
+# ---------------------------------------------------------------------- the fakes' process
 
 
-@dataclass
-class Result:
-    rate: int
-    sent: int
-    ack: list[float]
-    opened: list[float]
-    search: list[float]
-    failures: int
-    wall: float
-    cpu: float
+def fakes_process(slack_port: int, okta_port: int, agents: int, ready: Any) -> None:
+    """FakeSlack and FakeOkta (demo data) in their own process, with the bench's routes on the fake Slack."""
 
-    @staticmethod
-    def pct(values: list[float], q: float) -> float:
-        if not values:
-            return float("nan")
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    async def serve() -> None:
+        slack = FakeSlack()
+        okta = FakeOkta.with_demo_data()
+        for n, user_id in enumerate(agent_ids(agents), start=1):
+            email = f"bench-agent-{n:03d}@example.com"
+            slack.add_user(user_id, email, f"Bench Agent {n}", f"bench{n}")
+            okta.add_user(email, "Bench", f"Agent {n}", groups=["Helpdesk"])
+        opened: dict[str, float] = {}  # trigger_id → when views.open arrived
+        updated: dict[str, float] = {}  # view_id → when its first views.update arrived
+        methods = slack._methods
+        views_open, views_update = methods["views.open"], methods["views.update"]
 
-    def lines(self) -> list[str]:
-        out = [
-            f"{self.rate:>4}/s  sent={self.sent:>5}  failed={self.failures:>3}  "
-            f"achieved={self.sent / self.wall:6.1f}/s  cpu={100 * self.cpu / self.wall:5.1f}%"
-        ]
-        for name, values in (("ack", self.ack), ("open", self.opened), ("search", self.search)):
-            out.append(
-                f"        {name:<7} n={len(values):>5}  p50={self.pct(values, 0.5):7.2f} ms  "
-                f"p99={self.pct(values, 0.99):7.2f} ms  max={self.pct(values, 1.0):7.2f} ms"
+        # The arrival time of each call, kept only when the fake accepted it (an expired trigger is no open).
+        async def timed_open(args: dict[str, Any]) -> web.Response:
+            arrived = time.time()
+            response = await views_open(args)
+            opened.setdefault(str(args.get("trigger_id", "")), arrived)
+            return response
+
+        async def timed_update(args: dict[str, Any]) -> web.Response:
+            arrived = time.time()
+            response = await views_update(args)
+            updated.setdefault(str(args.get("view_id", "")), arrived)
+            return response
+
+        methods["views.open"], methods["views.update"] = timed_open, timed_update
+
+        async def triggers(request: web.Request) -> web.Response:
+            """One trigger per (user, planned send time): issued as Slack would at that moment."""
+            body = await request.json()
+            ids = []
+            for user_id, at in zip(body["users"], body["issued_at"], strict=True):
+                trigger_id = slack.issue_trigger(user_id)
+                slack._triggers[trigger_id].issued_at = float(at)
+                ids.append(trigger_id)
+            return web.json_response(ids)
+
+        async def stats(request: web.Request) -> web.Response:
+            wanted = (await request.json())["triggers"]
+            views = {t: slack._trigger_views.get(t) for t in wanted}
+            # The fakes record every call; keep their memory flat between rates.
+            slack.api_log.clear()
+            slack.opened_views.clear()
+            okta.calls.clear()
+            return web.json_response(
+                {
+                    "opened": {t: opened[t] for t in wanted if t in opened},
+                    "updated": {t: updated[v] for t, v in views.items() if v is not None and v in updated},
+                }
             )
-        return out
+
+        slack.app.router.add_post("/bench/triggers", triggers)
+        slack.app.router.add_post("/bench/stats", stats)
+        await slack.start(port=slack_port)
+        await okta.start(port=okta_port)
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
 
 
-async def run_rate(stack: SandboxStack, probe: Probe, agent_ids: list[str], rate: int, seconds: float) -> Result:
-    agents = [stack.agent(user_id) for user_id in agent_ids]
-    count = int(rate * seconds)
-    acks: list[float] = []
-    opens: list[float] = []
-    started: dict[str, float] = {}
-    failures = 0
+# ---------------------------------------------------------------------- the load generator's process
+
+
+def slash_command(user_id: str, trigger_id: str, text: str, at: float) -> tuple[bytes, dict[str, str]]:
+    """A ``/helpdesk`` request as Slack sends it (form fields in Slack's order), signed for time ``at``."""
+    form = {
+        "token": VERIFICATION_TOKEN,
+        "team_id": TEAM_ID,
+        "team_domain": TEAM_DOMAIN,
+        "channel_id": HELPDESK_CHANNEL_ID,
+        "channel_name": "helpdesk",
+        "user_id": user_id,
+        "user_name": user_id.lower(),
+        "command": "/helpdesk",
+        "text": text,
+        "api_app_id": APP_ID,
+        "is_enterprise_install": "false",
+        "response_url": f"https://hooks.slack.com/commands/{TEAM_ID}/{secrets.randbelow(10**12)}/"
+        f"{secrets.token_urlsafe(18)}",
+        "trigger_id": trigger_id,
+    }
+    body = urlencode(form).encode()
+    timestamp = str(int(at))
+    base = b"v0:" + timestamp.encode() + b":" + body
+    signature = "v0=" + hmac.new(DEMO_SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": signature,
+        "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+    }
+    return body, headers
+
+
+def load_process(
+    conn: multiprocessing.connection.Connection,
+    gateway_url: str,
+    slack_url: str,
+    agents: int,
+    rate: int,
+    seconds: float,
+) -> None:
+    """Send ``rate × seconds`` pre-signed commands open loop; report ``("start", t)``, then ``("done", result)``."""
+
+    async def generate() -> dict[str, Any]:
+        count = int(rate * seconds)
+        users = agent_ids(agents)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            start = time.time() + PREPARE
+            planned = [start + i / rate for i in range(count)]
+            who = [users[i % len(users)] for i in range(count)]
+            async with http.post(f"{slack_url}/bench/triggers", json={"users": who, "issued_at": planned}) as resp:
+                triggers: list[str] = await resp.json()
+            requests = [slash_command(who[i], triggers[i], f"user{i % 50}", planned[i]) for i in range(count)]
+            url = f"{gateway_url}/slack/commands"
+            sent = [0.0] * count
+            acks: list[float] = []
+            rejected = 0
+            conn.send(("start", start))
+
+            async def one(index: int) -> None:
+                nonlocal rejected
+                body, headers = requests[index]
+                t0 = sent[index] = time.time()
+                try:
+                    async with http.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        acks.append(time.time() - t0)
+                        rejected += response.status != 200
+                except aiohttp.ClientError:
+                    rejected += 1
+
+            tasks = []
+            for index in range(count):
+                delay = planned[index] - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the open-loop schedule
+                tasks.append(asyncio.create_task(one(index)))
+            await asyncio.gather(*tasks)
+            wall = time.time() - start
+
+            # The modals trail the acks: wait (bounded) until every open and first update has arrived.
+            deadline = time.time() + SETTLE
+            while True:
+                async with http.post(f"{slack_url}/bench/stats", json={"triggers": triggers}) as resp:
+                    stats = await resp.json()
+                if len(stats["updated"]) >= count or time.time() >= deadline:
+                    break
+                await asyncio.sleep(0.1)
+        opens = [stats["opened"][t] - sent[i] for i, t in enumerate(triggers) if t in stats["opened"]]
+        search = [stats["updated"][t] - sent[i] for i, t in enumerate(triggers) if t in stats["updated"]]
+        # The open latency second by second of the run: a queue that builds up shows as a rising line.
+        by_second: list[list[float]] = [[] for _ in range(max(1, int(seconds + 0.999)))]
+        for i, t in enumerate(triggers):
+            if t in stats["opened"]:
+                by_second[min(len(by_second) - 1, int(i / rate))].append(stats["opened"][t] - sent[i])
+        return {
+            "sent": count,
+            "wall": wall,
+            "rejected": rejected,
+            "ack": acks,
+            "open": opens,
+            "search": search,
+            "by_second": [pct(values, 0.5) for values in by_second],
+        }
+
+    conn.send(("done", asyncio.run(generate())))
+    conn.close()
+
+
+# ---------------------------------------------------------------------- the conductor
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def cpu_all(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+async def run_rate(
+    ctx: Any, pids: dict[str, int], gateway_url: str, slack_url: str, agents: int, rate: int, seconds: float
+) -> list[str]:
     loop = asyncio.get_running_loop()
-
-    async def one(index: int) -> None:
-        nonlocal failures
-        agent = agents[index % len(agents)]
-        form = agent.slash_command_form(f"user{index % 50}")
-        trigger = form["trigger_id"]
-        waiter: asyncio.Future[float] = loop.create_future()
-        probe.waiters[trigger] = waiter
-        body = urlencode(form).encode()
-        t0 = time.perf_counter()
-        started[trigger] = t0
-        try:
-            response = await agent.post("/slack/commands", body)
-            acks.append(time.perf_counter() - t0)
-            if response.status_code != 200:
-                failures += 1
-                return
-            opened_at = await asyncio.wait_for(waiter, 3.0)
-            opens.append(opened_at - t0)
-        except Exception:
-            failures += 1
-        finally:
-            probe.waiters.pop(trigger, None)
-
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    tasks = []
-    for index in range(count):
-        delay = wall0 + index / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)  # the open-loop schedule
-        tasks.append(asyncio.create_task(one(index)))
-    await asyncio.gather(*tasks)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    # The search view follows the open; give the last ones a moment to arrive, then read them.
-    await _settle(stack, probe, started)
-    search = []
-    for trigger, t0 in started.items():
-        view_id = stack.slack._trigger_views.get(trigger)
-        if view_id is not None and view_id in probe.updated:
-            search.append(probe.updated[view_id] - t0)
-    for agent in agents:
-        await agent.aclose()
-    return Result(rate, count, acks, opens, search, failures, wall, cpu)
-
-
-async def _settle(stack: SandboxStack, probe: Probe, started: dict[str, float], timeout: float = 3.0) -> None:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        views = [stack.slack._trigger_views.get(t) for t in started]
-        if all(v is None or v in probe.updated for v in views):
-            return
-        stack.slack.call_event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stack.slack.call_event.wait(), deadline - time.perf_counter())
+    ours, theirs = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=load_process, args=(theirs, gateway_url, slack_url, agents, rate, seconds))
+    proc.start()
+    theirs.close()
+    try:
+        kind, start = await loop.run_in_executor(None, ours.recv)
+        assert kind == "start"
+        watched = {**pids, "load generator": proc.pid}
+        await asyncio.sleep(max(0.0, start - time.time()))
+        before, t0 = cpu_all(watched), time.time()
+        await asyncio.sleep(max(0.0, start + seconds - time.time()))
+        after, window = cpu_all(watched), time.time() - t0
+        kind, result = await loop.run_in_executor(None, ours.recv)
+        assert kind == "done"
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    sent, opened = result["sent"], len(result["open"])
+    lines = [
+        f"{rate:>4}/s  sent={sent:>5}  rejected={result['rejected']:>3}  not opened={sent - opened:>4}  "
+        f"achieved={sent / result['wall']:6.1f}/s"
+    ]
+    for name in ("ack", "open", "search"):
+        values = result[name]
+        lines.append(
+            f"        {name:<7} n={len(values):>5}  p50={pct(values, 0.5):7.2f} ms  "
+            f"p99={pct(values, 0.99):7.2f} ms  max={pct(values, 1.0):7.2f} ms"
+        )
+    lines.append("        open p50 per second: " + " ".join(f"{v:.0f}" for v in result["by_second"]) + " ms")
+    usage = "  ".join(f"{name} {100 * (after[name] - before[name]) / window:5.1f}" for name in watched)
+    lines.append(f"        cpu % of one core: {usage}")
+    return lines
 
 
 async def main() -> None:
@@ -183,26 +307,79 @@ async def main() -> None:
     parser.add_argument("--rates", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--no-audit", action="store_true", help="run without an audit channel")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="split", help="a process per service, or one")
+    parser.add_argument("--log-level", default="WARNING", help="the services' LOG_LEVEL")
     args = parser.parse_args()
-    configure_logging("WARNING", "json")
-    logging.getLogger().setLevel(logging.WARNING)
+    ctx = multiprocessing.get_context("spawn")  # clean children: nothing inherited from this event loop
 
-    overrides: dict[str, Any] = {"slack_audit_channel": None} if args.no_audit else {}
-    stack = SandboxStack(**overrides)
-    agent_ids = add_agents(stack, args.agents)
-    async with stack:
-        probe = Probe()
-        methods = stack.slack._methods
-        methods["views.open"] = probe.wrap_open(methods["views.open"])
-        methods["views.update"] = probe.wrap_update(methods["views.update"])
-        await run_rate(stack, probe, agent_ids, rate=WARMUP, seconds=1.0)  # warm caches (agent authorization)
-        print(
-            f"helpdesk e2e ({args.agents} agents): signed /helpdesk → gateway → okta_worker → "
-            "slack_responder → views.open"
-        )
-        for rate in args.rates:
-            result = await run_rate(stack, probe, agent_ids, rate=rate, seconds=args.seconds)
-            print("\n".join(result.lines()), flush=True)
+    slack_port, okta_port, gateway_port = free_port(), free_port(), free_port()
+    slack_url, okta_url = f"http://127.0.0.1:{slack_port}", f"http://127.0.0.1:{okta_port}"
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    ready = ctx.Event()
+    fakes = ctx.Process(target=fakes_process, args=(slack_port, okta_port, args.agents, ready), daemon=True)
+    fakes.start()
+    services: list[tuple[str, asyncio.subprocess.Process]] = []
+    logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    try:
+        if not await asyncio.get_running_loop().run_in_executor(None, ready.wait, 20.0):
+            raise RuntimeError("the fakes did not start")
+        async with EmbeddedNats() as nats:
+            assert nats._proc is not None
+            values: dict[str, Any] = {
+                "nats_url": nats.url,
+                "nats_prefix": "",
+                "slack_signing_secret": DEMO_SIGNING_SECRET,
+                "slack_bot_token": DEFAULT_BOT_TOKEN,
+                "slack_api_url": f"{slack_url}/api/",
+                "slack_audit_channel": None if args.no_audit else AUDIT_CHANNEL_ID,
+                "okta_org_url": okta_url,
+                "okta_api_token": DEFAULT_API_TOKEN,
+                "okta_protected_groups": ["Admins"],
+                "okta_verify_attributes": ["employeeNumber"],
+                "case_token_secret": secrets.token_urlsafe(32),
+                # `helpdesk run` also starts the telephony hook: a provider it never calls in this bench.
+                "telephony_hook_auth": "Basic YmVuY2g6YmVuY2g=",
+                "telephony_provider_url": f"http://127.0.0.1:{free_port()}",
+                "telephony_account_sid": "ACbench",
+                "telephony_auth_token": "bench",
+                "telephony_from": "+15005550006",
+                "host": "127.0.0.1",
+                "gateway_port": gateway_port,
+                "telephony_hook_port": free_port(),
+                "push_poll_interval": 0.5,
+                "log_level": args.log_level,
+                "log_format": "json",
+            }
+            for command in LAYOUTS[args.layout]:
+                metrics_port = free_port() if command in ("okta-worker", "slack-responder") else None
+                env = service_env({**values, "metrics_port": metrics_port})
+                proc = await start_service(command, env, logs / f"{command}.log")
+                services.append((command, proc))
+                probe = f"http://127.0.0.1:{metrics_port}/readyz" if metrics_port else f"{gateway_url}/readyz"
+                await wait_ready(probe, proc)
+            pids = {"nats": nats._proc.pid, "fakes": fakes.pid or 0}
+            pids.update({command: proc.pid for command, proc in services})
+            # Warm caches (agent authorization), as a help desk that has been up for a while.
+            await run_rate(ctx, pids, gateway_url, slack_url, args.agents, WARMUP, 1.0)
+            print(
+                f"helpdesk e2e ({args.agents} agents, layout {args.layout}, {os.cpu_count()} CPUs): signed /helpdesk"
+                " → gateway → okta_worker → slack_responder → views.open"
+            )
+            for rate in args.rates:
+                print("\n".join(await run_rate(ctx, pids, gateway_url, slack_url, args.agents, rate, args.seconds)))
+                print(flush=True)
+            for command, proc in reversed(services):
+                code = await stop_process(proc)
+                if code != 0:
+                    print(f"{command} exited with {code}; its log: {logs / (command + '.log')}")
+            services.clear()
+    finally:
+        for _, proc in services:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        fakes.terminate()
+        fakes.join(5)
+    print(f"services' logs: {logs}")
 
 
 if __name__ == "__main__":
