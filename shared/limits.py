@@ -5,6 +5,11 @@ Increments are compare-and-swap writes that carry the remaining TTL: ``kv.update
 revision *without* TTL (see reference/tooling.md), so we publish to ``$KV.<bucket>.<key>`` with
 ``Nats-Expected-Last-Subject-Sequence`` and ``msg_ttl`` instead.
 
+A limiter remembers the counters it wrote last (value and revision), so a hit is usually one write and
+no read: a compare-and-swap on the remembered revision (or on "no such key" for a counter it does not
+know). The server accepts it only when nobody wrote since, i.e. when the remembered value is the
+current one; otherwise the hit reads the counter and goes on as before.
+
     limiter = await RateLimiter.create(bus, "challenge_limits")
     decision = await limiter.hit("target:00u123", limit=5, window=3600)
     if not decision.allowed:
@@ -25,6 +30,7 @@ from nats.js.kv import KeyValue
 from shared.bus import Bus, BusError
 
 _KEY_OK = re.compile(r"[^-/_.a-zA-Z0-9]")
+KNOWN_COUNTERS = 4096  # counters remembered per limiter (the least recently written are forgotten)
 
 
 def kv_key(raw: str) -> str:
@@ -44,6 +50,8 @@ class RateLimiter:
         self.kv = kv
         self.bucket = bucket
         self.bus = bus
+        # key → (count, reset, revision) as this limiter last wrote it; only a hint for the first write.
+        self._known: dict[str, tuple[int, float, int]] = {}
 
     @classmethod
     async def create(cls, bus: Bus, name: str) -> RateLimiter:
@@ -60,6 +68,8 @@ class RateLimiter:
     async def hit(self, key: str, limit: int, window: int) -> LimitDecision:
         """Count one event for ``key``; refused (and not counted) once ``limit`` is reached in the window."""
         safe = kv_key(key)
+        if (decision := await self._hit_known(safe, limit, window)) is not None:
+            return decision
         for _ in range(20):
             now = time.time()
             current = await self._get(safe)
@@ -68,22 +78,54 @@ class RateLimiter:
                 value = orjson.dumps({"n": 1, "reset": reset})
                 try:
                     if current is None:
-                        await self.kv.create(safe, value, msg_ttl=max(1, int(window)))
+                        revision = await self.kv.create(safe, value, msg_ttl=max(1, int(window)))
                     else:
-                        await self._cas(safe, value, current[2], window)
+                        revision = await self._cas(safe, value, current[2], window)
                 except (KeyWrongLastSequenceError, APIError):
                     continue  # another replica wrote first: read again
+                self._remember(safe, 1, reset, revision)
                 return LimitDecision(allowed=limit >= 1, count=1, retry_after=0.0 if limit >= 1 else window)
             count, reset, revision = current
             if count >= limit:
                 return LimitDecision(allowed=False, count=count, retry_after=max(0.0, reset - now))
             value = orjson.dumps({"n": count + 1, "reset": reset})
             try:
-                await self._cas(safe, value, revision, max(1, math.ceil(reset - now)))
+                revision = await self._cas(safe, value, revision, max(1, math.ceil(reset - now)))
             except (KeyWrongLastSequenceError, APIError):
                 continue
+            self._remember(safe, count + 1, reset, revision)
             return LimitDecision(allowed=True, count=count + 1, retry_after=0.0)
         raise BusError(f"limit counter {key!r} too contended")
+
+    async def _hit_known(self, safe: str, limit: int, window: int) -> LimitDecision | None:
+        """The hit as one compare-and-swap on what this limiter wrote last; ``None`` to read and retry.
+
+        A counter it does not know is created (revision 0: only if absent), exactly as a read that
+        finds nothing would; a known one below its limit in a running window gets its next count on
+        the remembered revision. Refusals and new windows always go through a read.
+        """
+        now = time.time()
+        known = self._known.pop(safe, None)  # popped: a concurrent hit on this key takes the read path
+        if known is None:
+            count, reset, revision, ttl = 1, now + window, 0, max(1, int(window))
+        elif known[0] < limit and known[1] > now:
+            count, reset, revision, ttl = known[0] + 1, known[1], known[2], max(1, math.ceil(known[1] - now))
+        else:
+            return None
+        try:
+            written = await self._cas(safe, orjson.dumps({"n": count, "reset": reset}), revision, ttl)
+        except (KeyWrongLastSequenceError, APIError):
+            return None  # someone else wrote (or a delete marker sits there): read it
+        self._remember(safe, count, reset, written)
+        if count == 1:
+            return LimitDecision(allowed=limit >= 1, count=1, retry_after=0.0 if limit >= 1 else window)
+        return LimitDecision(allowed=True, count=count, retry_after=0.0)
+
+    def _remember(self, safe: str, count: int, reset: float, revision: int) -> None:
+        self._known.pop(safe, None)
+        if len(self._known) >= KNOWN_COUNTERS:
+            del self._known[next(iter(self._known))]
+        self._known[safe] = (count, reset, revision)
 
     async def _get(self, key: str) -> tuple[int, float, int] | None:
         try:
@@ -95,10 +137,12 @@ class RateLimiter:
         data = orjson.loads(entry.value)
         return int(data["n"]), float(data["reset"]), int(entry.revision or 0)
 
-    async def _cas(self, key: str, value: bytes, revision: int, ttl: float) -> None:
-        await self.bus.js.publish(
+    async def _cas(self, key: str, value: bytes, revision: int, ttl: float) -> int:
+        """Write ``value`` only if the key's last revision is ``revision`` (0: absent); the new revision."""
+        ack = await self.bus.js.publish(
             f"$KV.{self.bucket}.{key}",
             value,
             msg_ttl=max(1, math.ceil(ttl)),
             headers={"Nats-Expected-Last-Subject-Sequence": str(revision)},
         )
+        return ack.seq

@@ -228,6 +228,35 @@ async def test_limiter_window_expires_with_key_ttl(bus: Bus) -> None:
     assert (await limiter.hit("k", 2, 1)).allowed
 
 
+async def test_limiter_remembered_revision_yields_to_other_writers(
+    settings: Settings, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit on a counter this limiter wrote last is one write; a write elsewhere in between is counted."""
+    other = await Bus.connect(settings, name="other")
+    a = await RateLimiter.create(bus, "limits")
+    b = await RateLimiter.create(other, "limits")
+    reads = 0
+    get = a.kv.get
+
+    async def counting_get(key: str) -> object:
+        nonlocal reads
+        reads += 1
+        return await get(key)
+
+    monkeypatch.setattr(a.kv, "get", counting_get)
+    assert (await a.hit("user:x", 4, 600)).count == 1
+    assert (await a.hit("user:x", 4, 600)).count == 2
+    assert reads == 0  # created, then incremented on the remembered revision
+    assert (await b.hit("user:x", 4, 600)).count == 3
+    assert (await a.hit("user:x", 4, 600)).count == 4  # the stale revision is refused, then read
+    assert reads == 1
+    refused = await a.hit("user:x", 4, 600)
+    assert not refused.allowed and refused.count == 4
+    assert not (await b.hit("user:x", 4, 600)).allowed
+    assert await b.count("user:x") == 4
+    await other.close()
+
+
 def test_kv_key_escapes() -> None:
     assert kv_key("number:+1555") == "number=3A=2B1555"
     assert kv_key("a.b-c_d/e") == "a.b-c_d/e"
