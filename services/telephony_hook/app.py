@@ -22,7 +22,7 @@ from aiohttp import web
 from services.telephony_hook.auth import HookAuth
 from services.telephony_hook.delivery import Dispatcher
 from services.telephony_hook.handlers import EventLedger, TelephonyHook
-from services.telephony_hook.provider import ProviderClient, ProviderConfig
+from services.telephony_hook.provider import KEEPALIVE_EXPIRY, ProviderClient, ProviderConfig
 from shared.bus import Bus
 from shared.http import HttpService, health_routes
 from shared.limits import RateLimiter
@@ -63,7 +63,7 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
 
     async def hook_ctx(app: web.Application) -> AsyncIterator[None]:
         http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY),
             headers={"User-Agent": "helpdesk-verify-telephony-hook"},
         )
         clients = [ProviderClient(config, http) for config in providers]

@@ -30,6 +30,9 @@ from pydantic import SecretStr
 from shared.settings import Settings
 
 CONNECT_TIMEOUT = 1.0  # seconds; a provider that does not accept a connection by then is down
+# httpcore checks every idle pooled connection (a poll() each) twice per request: idle connections left
+# over from a burst cost CPU on every request until they expire, so they expire soon (httpx's default).
+KEEPALIVE_EXPIRY = 5.0
 RETRYABLE_CODES = frozenset({20429})  # "too many concurrent requests": never processed, safe to retry
 
 
@@ -169,7 +172,7 @@ class ProviderClient:
         self.name = config.name
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY),
             headers={"User-Agent": "helpdesk-verify-telephony-hook"},
         )
         base = f"{config.url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}"
