@@ -41,6 +41,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -320,6 +321,7 @@ async def main() -> None:
     fakes.start()
     services: list[tuple[str, asyncio.subprocess.Process]] = []
     logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    clean = False
     try:
         if not await asyncio.get_running_loop().run_in_executor(None, ready.wait, 20.0):
             raise RuntimeError("the fakes did not start")
@@ -368,18 +370,23 @@ async def main() -> None:
             for rate in args.rates:
                 print("\n".join(await run_rate(ctx, pids, gateway_url, slack_url, args.agents, rate, args.seconds)))
                 print(flush=True)
+            clean = True  # a clean stop leaves no logs behind
             for command, proc in reversed(services):
                 code = await stop_process(proc)
                 if code != 0:
+                    clean = False
                     print(f"{command} exited with {code}; its log: {logs / (command + '.log')}")
             services.clear()
+            if clean:
+                shutil.rmtree(logs, ignore_errors=True)
     finally:
         for _, proc in services:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         fakes.terminate()
         fakes.join(5)
-    print(f"services' logs: {logs}")
+        if not clean:
+            print(f"services' logs: {logs}")
 
 
 if __name__ == "__main__":
