@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
+from sandbox.okta_hook import telephony_request
 from sandbox.telephony import FakeTwilio
 from services.telephony_hook.app import create_app, create_service
 from shared.bus import Bus
@@ -64,35 +65,7 @@ ERROR_SCHEMA = {
 
 def okta_body(event_id: str | None = None, **message: Any) -> dict[str, Any]:
     """Okta's telephony request (as documented), with ``message`` overriding messageProfile fields."""
-    profile: dict[str, Any] = {
-        "msgTemplate": f"(HOOK)Your code is {OTP}",
-        "phoneNumber": PHONE,
-        "otpExpires": "2022-01-28T21:48:34.321Z",
-        "deliveryChannel": "SMS",
-        "otpCode": OTP,
-        "locale": "EN-US",
-    }
-    profile.update(message)
-    return {
-        "eventId": event_id or uuid.uuid4().hex[:22],
-        "eventTime": "2022-01-28T21:43:40.000Z",
-        "eventType": "com.okta.telephony.provider",
-        "eventTypeVersion": "1.0",
-        "contentType": "application/json",
-        "cloudEventVersion": "0.1",
-        "source": "https://example.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3",
-        "requestType": "com.okta.user.telephony.mfa-verification",
-        "data": {
-            "context": {"request": {"id": "reqRgSk8IBBRhuo0YdlEDTmUw", "method": "POST", "ipAddress": "127.0.0.1"}},
-            "userProfile": {
-                "firstName": "test",
-                "lastName": "user",
-                "login": "test.user@example.com",
-                "userId": "00u" + uuid.uuid4().hex[:17],
-            },
-            "messageProfile": {k: v for k, v in profile.items() if v is not None},
-        },
-    }
+    return telephony_request(phone=PHONE, otp=OTP, event_id=event_id, template=f"(HOOK)Your code is {OTP}", **message)
 
 
 def response_validator() -> Any:
