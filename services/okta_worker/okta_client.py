@@ -480,6 +480,11 @@ def _endpoint(method: str, path: str) -> str:
 Idempotency = Literal["idempotent", "once"]
 
 
+# Per replica. Okta's default concurrency limit is 75 requests in flight per org: two replicas stay
+# under it. Idle connections expire after 5 s: httpcore checks every idle pooled socket on each request.
+OKTA_POOL_LIMITS = httpx.Limits(max_connections=30, max_keepalive_connections=30, keepalive_expiry=5.0)
+
+
 class OktaClient:
     """The worker's Okta API client. One instance per process; safe for concurrent use."""
 
@@ -499,7 +504,7 @@ class OktaClient:
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(
             timeout=DEFAULT_TIMEOUT,
-            limits=httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30.0),
+            limits=OKTA_POOL_LIMITS,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
         self.rate_limit_wait = rate_limit_wait
