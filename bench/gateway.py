@@ -178,8 +178,8 @@ class Child:
         self.kind = kind
         self.port = port
         self.args = [str(SELF), "--serve", kind, "--port", str(port), "--nats-url", nats_url]
-        if use_uvloop:
-            self.args.append("--uvloop")
+        if not use_uvloop:
+            self.args.append("--asyncio")
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Child:
@@ -467,7 +467,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
     parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[8, 64])
     parser.add_argument("--loadgen", choices=["wrk", "python"], default="wrk")
-    parser.add_argument("--uvloop", action="store_true", help="run both servers on uvloop (if installed)")
+    parser.add_argument(
+        "--asyncio",
+        dest="uvloop",
+        action="store_false",
+        help="run both servers on the standard asyncio loop instead of uvloop (the product's default)",
+    )
     parser.add_argument("--serve", choices=["gateway", "bolt"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
