@@ -32,6 +32,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from helpdesk.cli import run_async  # noqa: E402
 from sandbox.telephony import FakeTwilio  # noqa: E402
 from shared.natsserver import EmbeddedNats  # noqa: E402
 
@@ -266,7 +267,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve())
+        run_async(serve())  # the hook on the product's event loop (uvloop where installed)
         return
     asyncio.run(asyncio.wait_for(bench(args.seconds), 240))
 
