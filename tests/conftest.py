@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.slack import FakeSlack
 from shared.bus import Bus
 from shared.logging import configure_logging
 from shared.natsserver import EmbeddedNats
@@ -21,6 +22,7 @@ from shared.settings import Settings
 SPECS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
 CASE_SECRET = "test-case-token-secret-0123456789"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_TOKEN = "xoxb-test-token-0000"
 
 
 def _docker_nats() -> tuple[object, str] | None:
@@ -88,7 +90,7 @@ def settings(nats_url: str, prefix: str, _logging: None) -> Settings:
         nats_prefix=prefix,
         case_token_secret=CASE_SECRET,
         slack_signing_secret=SIGNING_SECRET,
-        slack_bot_token="xoxb-test-token-0000",
+        slack_bot_token=BOT_TOKEN,
         push_poll_interval=0.2,
     )
 
@@ -99,6 +101,15 @@ async def bus(settings: Settings) -> AsyncIterator[Bus]:
     await b.ensure_streams()
     yield b
     await b.close()
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """The fake Slack, accepting the bot token of the ``settings`` fixture."""
+    fake = FakeSlack(bot_token=BOT_TOKEN)
+    await fake.start()
+    yield fake
+    await fake.stop()
 
 
 @pytest.fixture(scope="session")

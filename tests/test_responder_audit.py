@@ -21,14 +21,6 @@ SECRET_PASSWORD = "Very-Secret-Temp-77"
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(bot_token=BOT_TOKEN)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def service(settings: Settings, bus: Bus, slack: FakeSlack) -> AsyncIterator[ResponderService]:
     configured = settings.model_copy(
         update={"slack_api_url": f"{slack.url}/api/", "slack_audit_channel": AUDIT_CHANNEL_ID}

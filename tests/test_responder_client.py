@@ -33,14 +33,6 @@ VIEW = {
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(bot_token=BOT_TOKEN)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def client(settings: Settings, slack: FakeSlack) -> AsyncIterator[SlackClient]:
     c = SlackClient.from_settings(settings.model_copy(update={"slack_api_url": f"{slack.url}/api/"}))
     yield c

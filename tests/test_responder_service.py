@@ -38,14 +38,6 @@ PASSWORD = "Zq8-Temp-Pass-41"
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(bot_token=BOT_TOKEN)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 def responder_settings(settings: Settings, slack: FakeSlack) -> Settings:
     return settings.model_copy(update={"slack_api_url": f"{slack.url}/api/"})
 
