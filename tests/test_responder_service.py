@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from nats.js.errors import NoKeysError
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -246,7 +247,11 @@ async def test_temp_password_is_shown_once_and_never_leaks(
     assert PASSWORD not in repr(logs) and PASSWORD not in caplog.text
     assert PASSWORD not in repr(show) and PASSWORD not in str(ack) + str(again)
     kv = await bus.key_value("views")
-    for key in await kv.keys():
+    try:
+        keys = await kv.keys()
+    except NoKeysError:  # the closed case's record may already be gone: nothing can hold the password
+        keys = []
+    for key in keys:
         entry = await kv.get(key)
         assert PASSWORD.encode() not in (entry.value or b"")
     channel_texts = [repr(m) for c in slack.channels.values() for m in c.messages] + [repr(slack.ephemerals)]
