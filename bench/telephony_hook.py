@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import statistics
 import sys
@@ -251,6 +252,7 @@ async def serve() -> None:
     await bus.ensure_streams()
     service = create_service(settings, bus)
     await service.start()
+    gc.freeze()  # as `helpdesk` does once its services are up (helpdesk/runner.py)
     print(f"READY {service.url}", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

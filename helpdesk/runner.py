@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import signal
 from types import TracebackType
@@ -77,6 +78,9 @@ class ServiceGroup:
                 probe = self._probe_service()
                 await probe.start()
                 self.services.append(("metrics", probe))
+            # Everything built at start-up (modules, settings, clients) lives as long as the process:
+            # keep the collector from rescanning it on every cycle (cuts the hook's p99 under load).
+            gc.freeze()
         except BaseException:
             await self.stop()
             raise
