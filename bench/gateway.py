@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import os
@@ -122,6 +123,7 @@ async def _serve_gateway(port: int, nats_url: str) -> None:
     runner = web.AppRunner(create_app(settings, bus), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    gc.freeze()  # both servers alike, as `helpdesk` does once its services are up
     print("READY", flush=True)
     await _wait_for_parent()
     await runner.cleanup()
@@ -146,6 +148,7 @@ async def _serve_bolt(port: int) -> None:
     runner = web.AppRunner(app.web_app(path="/slack/commands", port=port), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    gc.freeze()  # both servers alike, as `helpdesk` does once its services are up
     print("READY", flush=True)
     await _wait_for_parent()
     await runner.cleanup()
