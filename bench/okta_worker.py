@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import random
@@ -129,6 +130,7 @@ def replica_process(settings_json: str, index: int, ready: Any) -> None:
         bus = await Bus.connect(settings, name=f"okta-worker-{index}")
         worker = OktaWorkerService(settings, bus)
         await worker.start()
+        gc.freeze()  # as `helpdesk` does once its services are up (helpdesk/runner.py)
 
         async def stats(msg: Any) -> None:
             ctx = worker.ctx
