@@ -40,7 +40,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from shared.logging import get_logger, new_unit_of_work
@@ -331,6 +331,21 @@ class Bus:
         await sub.start()
         self._subscriptions.append(sub)
         return sub
+
+
+async def kv_read(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+    """The value and revision of ``key``, or None when it is absent.
+
+    A delete or TTL marker counts as absent: nats-py returns it as an entry whose value is None
+    instead of raising (reference/tooling.md).
+    """
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    return entry.value, int(entry.revision or 0)
 
 
 class Subscription:

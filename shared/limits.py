@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.bus import Bus, BusError
+from shared.bus import Bus, BusError, kv_read
 
 _KEY_OK = re.compile(r"[^-/_.a-zA-Z0-9]")
 KNOWN_COUNTERS = 4096  # counters remembered per limiter (the least recently written are forgotten)
@@ -128,14 +128,12 @@ class RateLimiter:
         self._known[safe] = (count, reset, revision)
 
     async def _get(self, key: str) -> tuple[int, float, int] | None:
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
+        found = await kv_read(self.kv, key)
+        if found is None:
             return None
-        if entry.value is None:  # a delete/TTL marker: treat as absent
-            return None
-        data = orjson.loads(entry.value)
-        return int(data["n"]), float(data["reset"]), int(entry.revision or 0)
+        value, revision = found
+        data = orjson.loads(value)
+        return int(data["n"]), float(data["reset"]), revision
 
     async def _cas(self, key: str, value: bytes, revision: int, ttl: float) -> int:
         """Write ``value`` only if the key's last revision is ``revision`` (0: absent); the new revision."""

@@ -49,7 +49,7 @@ from services.okta_worker.okta_client import (
     RateLimit,
     scim_quote,
 )
-from shared.bus import Bus, BusError, Delivery, RetryLater, Unprocessable
+from shared.bus import Bus, BusError, Delivery, RetryLater, Unprocessable, kv_read
 from shared.limits import RateLimiter, kv_key
 from shared.logging import bind_correlation, get_logger
 from shared.messages import (
@@ -116,14 +116,12 @@ class CaseStore:
         self.kv = kv
 
     async def get(self, case_id: str) -> tuple[Case, int] | None:
-        try:
-            entry = await self.kv.get(kv_key(case_id))
-        except KeyNotFoundError:
+        found = await kv_read(self.kv, kv_key(case_id))
+        if found is None:
             return None
-        if entry.value is None:
-            return None
+        value, revision = found
         try:
-            return Case.model_validate_json(entry.value), int(entry.revision or 0)
+            return Case.model_validate_json(value), revision
         except ValidationError:
             log.error("case.unreadable", case_id=case_id)
             return None
@@ -165,13 +163,10 @@ class AgentIndex:
         self.kv = kv
 
     async def recent(self, agent_id: str) -> list[RecentCase]:
-        try:
-            entry = await self.kv.get(kv_key(agent_id))
-        except KeyNotFoundError:
+        found = await kv_read(self.kv, kv_key(agent_id))
+        if found is None:
             return []
-        if entry.value is None:
-            return []
-        return [RecentCase.model_validate(item) for item in orjson.loads(entry.value)]
+        return [RecentCase.model_validate(item) for item in orjson.loads(found[0])]
 
     async def record(self, agent_id: str, item: RecentCase) -> None:
         key = kv_key(agent_id)

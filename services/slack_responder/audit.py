@@ -20,14 +20,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import orjson
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.slack_responder import metrics
 from services.slack_responder.slack_client import SlackClient, SlackError, SlackRateLimited, SlackRejected
 from services.slack_responder.store import KeyedLocks
 from services.slack_responder.views import clip, esc
-from shared.bus import Bus, Delivery, RetryLater
+from shared.bus import Bus, Delivery, RetryLater, kv_read
 from shared.limits import kv_key
 from shared.logging import SECRET_KEYS, get_logger, redact_secrets
 from shared.messages import AuditEvent, Message
@@ -242,13 +242,11 @@ class AuditThreads:
         await self._save(key, updated, revision)
 
     async def _get(self, key: str) -> tuple[Thread, int] | None:
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
+        found = await kv_read(self.kv, key)
+        if found is None:
             return None
-        if entry.value is None:
-            return None
-        return Thread(**orjson.loads(entry.value)), int(entry.revision or 0)
+        value, revision = found
+        return Thread(**orjson.loads(value)), revision
 
     async def _save(self, key: str, thread: Thread, revision: int | None) -> int:
         value = orjson.dumps(asdict(thread))

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 
 import orjson
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.bus import Bus
+from shared.bus import Bus, kv_read
 from shared.limits import kv_key
 
 VIEWS_BUCKET = "views"
@@ -53,13 +53,11 @@ class ViewStore:
         return cls(await bus.key_value(bucket, ttl=VIEWS_TTL))
 
     async def get(self, case_id: str) -> Found | None:
-        try:
-            entry = await self.kv.get(kv_key(case_id))
-        except KeyNotFoundError:
+        found = await kv_read(self.kv, kv_key(case_id))
+        if found is None:
             return None
-        if entry.value is None:
-            return None
-        return ViewRecord(**orjson.loads(entry.value)), int(entry.revision or 0)
+        value, revision = found
+        return ViewRecord(**orjson.loads(value)), revision
 
     async def put(self, case_id: str, record: ViewRecord, found: Found | None) -> bool:
         """Write ``record`` if nobody wrote since ``found`` was read; False when another writer won."""
