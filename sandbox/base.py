@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class RecordedCall:
     method: str
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP header names are
     body: bytes
     form: dict[str, str] = field(default_factory=dict)
     json: Any = None
@@ -59,7 +60,7 @@ class FakeService:
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
-                headers=dict(request.headers),
+                headers=CIMultiDict(request.headers),
                 body=body,
                 form=form,
                 json=payload,
