@@ -101,10 +101,28 @@ def fake_okta_process(port: int, ready: Any) -> None:
                 asyncio.get_running_loop().create_task(one(tx_id))
             return web.json_response({})
 
+        # The gap between two polls of one push, as Okta sees it: what the pacing really achieves.
+        last_poll: dict[str, float] = {}
+        gaps: list[float] = []
+
+        @web.middleware
+        async def poll_gaps(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.method == "GET" and "/transactions/" in request.path:
+                now = time.monotonic()
+                if (last := last_poll.get(request.path)) is not None:
+                    gaps.append(now - last)
+                last_poll[request.path] = now
+            return await handler(request)
+
+        okta.app.middlewares.append(poll_gaps)
+
         async def stats(_: web.Request) -> web.Response:
             okta.calls.clear()  # the fake records every call; keep its memory flat
+            seen = sorted(gaps)
+            gaps.clear()
+            gap = {"p50": seen[len(seen) // 2], "p99": seen[int(len(seen) * 0.99)], "max": seen[-1]} if seen else {}
             return web.json_response(
-                {"polls": sum(t.polls for t in okta.pushes), "resolved": resolved, "cpu": cpu_seconds()}
+                {"polls": sum(t.polls for t in okta.pushes), "resolved": resolved, "cpu": cpu_seconds(), "gap": gap}
             )
 
         okta.app.router.add_post("/bench/seed", seed)
@@ -131,8 +149,17 @@ def replica_process(settings_json: str, index: int, ready: Any) -> None:
         worker = OktaWorkerService(settings, bus)
         await worker.start()
         gc.freeze()  # as `helpdesk` does once its services are up (helpdesk/runner.py)
+        profile_to = os.environ.get("BENCH_PROFILE")  # a directory: each replica writes a cProfile there
+        profiler = None
+        if profile_to:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
 
         async def stats(msg: Any) -> None:
+            if profiler is not None:
+                profiler.dump_stats(os.path.join(str(profile_to), f"okta-worker-{index}.prof"))
             ctx = worker.ctx
             body = {"handled": ctx.handled if ctx else 0, "cpu": cpu_seconds(), "rss": rss_mb()}
             await msg.respond(orjson.dumps(body))
@@ -227,10 +254,21 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
         )
         async with sem:
             await cases_kv.create(case_id, case.model_dump_json().encode())
-            job = PollPush(case_id=case_id, challenge_id="ch1", poll_url=poll_url, expires_at=now + timedelta(hours=1))
-            await control.publish(job, msg_id=f"poll:{case_id}")
+        jobs.append(
+            PollPush(case_id=case_id, challenge_id="ch1", poll_url=poll_url, expires_at=now + timedelta(hours=1))
+        )
 
+    jobs: list[PollPush] = []
     await asyncio.gather(*(seed(i, uid, fid) for i, (uid, fid) in enumerate(pairs)))
+
+    # The agents started these pushes one after another, not all in the same millisecond: the first
+    # polls come at a steady pace over one interval, as they would at this load in a real org.
+    started = time.monotonic()
+    for i, job in enumerate(jobs):
+        await asyncio.sleep(max(0.0, started + i * interval / pushes - time.monotonic()))
+        # first_poll_at as the worker's own _ensure_poll_job sets it: when the job is published.
+        job = job.model_copy(update={"first_poll_at": datetime.now(UTC)})
+        await control.publish(job, msg_id=f"poll:{job.case_id}")
 
     # Watch the cases bucket: the moment each case is stored VERIFIED.
     updated_at: dict[str, float] = {}
@@ -248,8 +286,12 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
 
     watch_task = asyncio.create_task(watch())
 
+    gap: dict[str, float] = {}
+
     async def okta_stats() -> tuple[int, float]:
         body = (await http.get("/bench/stats")).json()
+        gap.clear()
+        gap.update(body["gap"])
         return int(body["polls"]), float(body["cpu"])
 
     # Let the polling reach its steady state, then measure a few intervals with every push pending.
@@ -261,6 +303,7 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
     window = time.monotonic() - wall_before
     polls_after, okta_cpu_after = await okta_stats()
     steady_polls = polls_after - polls_before
+    steady_gap = dict(gap)
     okta_cpu = (okta_cpu_after - okta_cpu_before) / window * 100
     during = await replica_stats()
     steady_cpu = [(d["cpu"] - b["cpu"]) / window * 100 for d, b in zip(during, before, strict=True)]
@@ -269,7 +312,8 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
     await http.post("/bench/resolve", json={"tx_ids": list(tx_by_case.values()), "spread": spread})
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), timeout)
-    resolved = (await http.get("/bench/stats")).json()["resolved"]
+    final = (await http.get("/bench/stats")).json()
+    resolved, answering_gap = final["resolved"], final["gap"]
     after = await replica_stats()
     peak_rss = [a["rss"] for a in after]
     handled = [int(a["handled"] - b["handled"]) for a, b in zip(after, before, strict=True)]
@@ -286,6 +330,16 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
     target = interval * 1000 + 100
     print(f"\n== {replicas} replica(s), {pushes} pending pushes, poll every {interval:g} s ==")
     print(f"polls/s (steady, all pending)   {steady_polls / window:8.1f}   (ideal {pushes / interval:.1f})")
+    if steady_gap:
+        print(
+            f"gap between polls of a push      p50 {steady_gap['p50'] * 1000:.0f} ms   "
+            f"p99 {steady_gap['p99'] * 1000:.0f} ms   max {steady_gap['max'] * 1000:.0f} ms   (steady)"
+        )
+    if answering_gap:
+        print(
+            f"                                 p50 {answering_gap['p50'] * 1000:.0f} ms   "
+            f"p99 {answering_gap['p99'] * 1000:.0f} ms   max {answering_gap['max'] * 1000:.0f} ms   (users answering)"
+        )
     print(f"CPU % of one core per replica   {' / '.join(f'{c:.1f}' for c in steady_cpu)}   (steady, all pending)")
     print(f"CPU % of one core, FakeOkta     {okta_cpu:.1f}   (the sandbox's own ceiling shows here)")
     print(f"RSS MB per replica (peak)       {' / '.join(f'{r:.1f}' for r in peak_rss)}   (target ≤ 300)")

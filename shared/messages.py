@@ -224,6 +224,9 @@ class PollPush(Message):
     challenge_id: str  # which challenge of the case this poll belongs to
     poll_url: str
     expires_at: datetime
+    # The poll grid's origin: polls fall on first_poll_at + k × interval, so the time a job spends
+    # queued or in flight does not pile up into a longer gap between polls.
+    first_poll_at: datetime | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,16 +1,18 @@
 """Several okta worker replicas on one NATS: shared limits, a push wait that survives a dead replica,
-and each command handled by exactly one replica."""
+each command handled by exactly one replica, and case writes that never overwrite a newer one."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 from sandbox.okta import PushOutcome
 from sandbox.okta_data import ALICE, ALICE_PUSH
-from services.okta_worker.handlers import handle_command
+from services.okta_worker.case import Case
+from services.okta_worker.handlers import CaseStore, handle_command
 from shared.bus import Bus, Delivery
-from shared.messages import CaseSnapshot, CaseState, ChallengeFactor
+from shared.messages import Actor, CaseSnapshot, CaseState, ChallengeFactor
 from shared.settings import Settings
 from tests.test_worker_flows import Harness, harness
 
@@ -92,3 +94,31 @@ async def test_two_replicas_never_both_process_one_command(settings: Settings, b
         assert all(h.okta.push_count(uid) == 1 for uid, _ in users)
         handled = [w.ctx.handled for w in h.workers if w.ctx is not None]
         assert all(n > 0 for n in handled), handled
+
+
+async def test_a_write_on_a_known_revision_loses_to_a_newer_one(bus: Bus) -> None:
+    """A poll writes on the case it read alongside; if another replica wrote since, the change is
+    re-applied to the newer case instead of overwriting it."""
+    store = CaseStore(await bus.key_value("cases_store_test"))
+    now = datetime.now(UTC)
+    case = Case(
+        case_id="c_store",
+        agent=Actor(user_id="U1"),
+        case_token="-",
+        state=CaseState.SEARCHING,
+        created_at=now,
+        updated_at=now,
+    )
+    assert await store.create(case)
+    read = await store.get("c_store")
+    assert read is not None
+    # Another replica writes meanwhile.
+    await store.update("c_store", lambda c: c.model_copy(update={"query": "from the other replica"}))
+
+    before, after = await store.update(
+        "c_store", lambda c: c.model_copy(update={"state": CaseState.FACTORS}), known=read
+    )
+    assert before.query == "from the other replica"
+    assert after.query == "from the other replica" and after.state == CaseState.FACTORS
+    stored = await store.get("c_store")
+    assert stored is not None and stored[0] == after

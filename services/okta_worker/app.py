@@ -68,7 +68,9 @@ class OktaWorkerService:
         *,
         clock: Callable[[], datetime] = utcnow,
         job_ack_wait: float = 30.0,
-        polls_in_flight: int = 24,  # against real Okta (50–100 ms a poll) 24 in flight ≈ 250+ polls/s
+        # Polls held by this replica: most wait a moment for their tick (PollPacer.lead); Okta sees at
+        # most the HTTP pool's 30 at once. Against real Okta (50–100 ms a poll) that is 300+ polls/s.
+        polls_in_flight: int = 128,
         commands_in_flight: int = 8,
         okta: OktaClient | None = None,
     ) -> None:

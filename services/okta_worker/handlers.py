@@ -133,14 +133,17 @@ class CaseStore:
             return False
         return True
 
-    async def update(self, case_id: str, change: Callable[[Case], Case]) -> tuple[Case, Case]:
+    async def update(
+        self, case_id: str, change: Callable[[Case], Case], known: tuple[Case, int] | None = None
+    ) -> tuple[Case, Case]:
         """Apply ``change`` to the stored case until the write wins; returns (before, after).
 
         ``change`` is pure, so running it again on a fresher case is safe; it may raise
         ``CaseRefused`` / ``StaleEvent``, which propagate. An unchanged result is not written.
+        ``known`` (a case and revision just read) saves the first read; a newer write wins over it.
         """
         for _ in range(50):
-            current = await self.get(case_id)
+            current, known = known or await self.get(case_id), None
             if current is None:
                 raise StaleEvent("case not found (expired or never opened)")
             case, revision = current
@@ -192,7 +195,12 @@ class AgentIndex:
 
 
 class PollPacer:
-    """The delay before a push's next poll: the configured interval, longer when Okta's budget runs low.
+    """When a push's next poll happens: every interval, longer when Okta's budget runs low.
+
+    Polls of one push fall on a grid (first poll + k × interval), so the user's wait between two
+    polls stays one interval however long a job queued. JetStream brings a job back ``lead`` seconds
+    before its tick and the worker waits out the rest itself: a redelivery is a few to a hundred ms
+    late under load, an event-loop timer is not.
 
     Every replica writes the rate-limit headers it last saw to KV ``okta_rate`` (at most once a second)
     and reads the others' there, so all replicas slow down together before Okta answers 429.
@@ -200,9 +208,11 @@ class PollPacer:
 
     LOW = 0.10  # below this share of the budget left: wait for the window to reset
     TIGHT = 0.30  # below this: poll half as often
+    CATCH_UP = 0.10  # at most this share of the interval is made up per poll
 
     def __init__(self, interval: float, kv: KeyValue | None, okta: OktaClient) -> None:
         self.interval = interval
+        self.lead = min(0.2, interval * 0.1)
         self.kv = kv
         self.okta = okta
         self.shared: RateLimit | None = None
@@ -216,20 +226,33 @@ class PollPacer:
             return None
         return min(seen, key=lambda r: r.remaining / max(1, r.limit))
 
-    def delay(self, now: float | None = None) -> float:
+    def delay(self, now: float | None = None, since_first: float | None = None, spent: float = 0.0) -> float:
+        """Seconds until the next poll: the next tick of the push's grid (``since_first``: seconds since
+        its first poll), else one interval from when this poll started (``spent`` seconds ago)."""
         now = time.time() if now is None else now
         if now - self._synced_at > 1.0 and self.kv is not None and self._sync_task is None:
             self._synced_at = now
             self._sync_task = asyncio.create_task(self._sync())
         rate = self.budget(now)
-        if rate is None or rate.limit <= 0:
-            return self.interval
-        share = rate.remaining / rate.limit
-        if share <= self.LOW:
-            return max(self.interval, rate.reset - now + random.uniform(0.1, 1.0))
-        if share <= self.TIGHT:
-            return self.interval * 2
-        return self.interval
+        if rate is not None and rate.limit > 0:
+            share = rate.remaining / rate.limit
+            if share <= self.LOW:
+                return max(self.interval, rate.reset - now + random.uniform(0.1, 1.0))
+            if share <= self.TIGHT:
+                return self.interval * 2
+        # Queueing and redelivery make each poll a little late; left alone that adds up, and the gap
+        # between two polls (the user's wait for the case to move on) grows past the interval. So aim
+        # at the push's grid (first poll + k × interval), closing at most a tenth of the interval per
+        # poll, so that polls late after a burst or a restart come back without crowding Okta.
+        if since_first is None:
+            return self.interval - min(spent, self.interval * self.CATCH_UP)
+        behind = since_first % self.interval
+        return self.interval - min(behind, self.interval * self.CATCH_UP) - self.lead
+
+    def until_tick(self, since_first: float) -> float:
+        """Seconds to wait for the grid's next tick when a job came back early (0: poll now)."""
+        ahead = -since_first % self.interval
+        return ahead if 0 < ahead <= 2 * self.lead else 0.0
 
     async def _sync(self) -> None:
         assert self.kv is not None
@@ -300,14 +323,20 @@ class WorkerContext:
         )
         await self.bus.publish(event, msg_id=f"{case.case_id}:{case.revision}:{category}.{name}")
 
-    async def apply(self, case_id: str, change: Callable[[Case], Case], view: Any = None) -> tuple[Case, Case]:
+    async def apply(
+        self,
+        case_id: str,
+        change: Callable[[Case], Case],
+        view: Any = None,
+        known: tuple[Case, int] | None = None,
+    ) -> tuple[Case, Case]:
         """Store the next case (CAS) and publish its snapshot; index it for the agent's Home."""
         engine = self.engine
 
         def with_view(case: Case) -> Case:
             return change(engine.seen_view(case, view))
 
-        before, after = await self.store.update(case_id, with_view)
+        before, after = await self.store.update(case_id, with_view, known)
         if after.revision != before.revision:
             await self.publish_case(after)
             if after.state != before.state:
@@ -526,6 +555,7 @@ async def _ensure_poll_job(ctx: WorkerContext, case: Case) -> None:
         challenge_id=challenge.challenge_id,
         poll_url=challenge.poll_url,
         expires_at=challenge.expires_at,
+        first_poll_at=ctx.clock(),
     )
     await ctx.bus.publish(job, msg_id=f"poll:{case.case_id}:{challenge.challenge_id}")
 
@@ -708,47 +738,64 @@ async def cancel_challenge(ctx: WorkerContext, cmd: CancelChallenge, command_id:
         await ctx.notify(case_id, refused, cmd.view)
 
 
+def since(ctx: WorkerContext, moment: datetime) -> float:
+    return (ctx.clock() - moment).total_seconds()
+
+
+async def _poll_once(ctx: WorkerContext, job: PollPush) -> str:
+    """One GET of the push's poll link: WAITING, SUCCESS, REJECTED or TIMEOUT; ``RetryLater`` on trouble."""
+    try:
+        return (await ctx.okta.poll_push(job.poll_url)).result
+    except OktaRateLimited as exc:
+        metrics.PUSH_POLLS.labels("rate_limited").inc()
+        raise RetryLater(max(exc.retry_after, ctx.pacer.interval), "okta rate limited") from None
+    except OktaTransactionGone:
+        return "TIMEOUT"
+    except OktaError as exc:
+        metrics.PUSH_POLLS.labels("unavailable").inc()
+        raise RetryLater(ctx.pacer.interval, f"okta: {type(exc).__name__}") from None
+
+
 async def poll_push(ctx: WorkerContext, job: PollPush, delivery: Delivery | None = None) -> None:
     """Poll a push once: WAITING → ``RetryLater`` (nak with delay); a final result updates the case."""
     bind_correlation(case_id=job.case_id)
     ctx.handled += 1
-    found = await ctx.store.get(job.case_id)
+    if job.first_poll_at is not None and (wait := ctx.pacer.until_tick(since(ctx, job.first_poll_at))):
+        await asyncio.sleep(wait)
+    started = ctx.clock()
+    expired = started >= job.expires_at
+    # The case is read while the poll is out: the poll (an idempotent GET) is not held up by the read,
+    # and a final result is written on the revision just read. A case that has moved on (cancelled,
+    # another factor) costs at most this one extra poll.
+    reading = asyncio.create_task(ctx.store.get(job.case_id))
+    try:
+        result = "TIMEOUT" if expired else await _poll_once(ctx, job)
+        found = await reading
+    finally:
+        if not reading.done():
+            reading.cancel()
     if found is None:
         metrics.PUSH_POLLS.labels("stale").inc()
         return
-    case = found[0]
     try:
-        challenge = ctx.engine.current_challenge(case, job.challenge_id)
+        challenge = ctx.engine.current_challenge(found[0], job.challenge_id)
     except StaleEvent:
         metrics.PUSH_POLLS.labels("stale").inc()
         return  # cancelled, replaced or already finished: the wait ends here
-    now = ctx.clock()
-    result: str
-    if now >= job.expires_at:
-        if challenge.cancel_url:
-            with contextlib.suppress(OktaError):
-                await ctx.okta.cancel_push(challenge.cancel_url)
-        result = "TIMEOUT"
-    else:
-        try:
-            polled = await ctx.okta.poll_push(job.poll_url)
-            result = polled.result
-        except OktaRateLimited as exc:
-            metrics.PUSH_POLLS.labels("rate_limited").inc()
-            raise RetryLater(max(exc.retry_after, ctx.pacer.interval), "okta rate limited") from None
-        except OktaTransactionGone:
-            result = "TIMEOUT"
-        except OktaError as exc:
-            metrics.PUSH_POLLS.labels("unavailable").inc()
-            raise RetryLater(ctx.pacer.interval, f"okta: {type(exc).__name__}") from None
+    if expired and challenge.cancel_url:
+        with contextlib.suppress(OktaError):
+            await ctx.okta.cancel_push(challenge.cancel_url)
     metrics.PUSH_POLLS.labels(result).inc()
     if result not in ("SUCCESS", "REJECTED", "TIMEOUT"):
-        remaining = (job.expires_at - ctx.clock()).total_seconds()
-        raise RetryLater(max(0.05, min(ctx.pacer.delay(), remaining)), "push waiting")
+        now = ctx.clock()
+        remaining = (job.expires_at - now).total_seconds()
+        since_first = since(ctx, job.first_poll_at) if job.first_poll_at else None
+        delay = ctx.pacer.delay(since_first=since_first, spent=(now - started).total_seconds())
+        raise RetryLater(max(0.05, min(delay, remaining)), "push waiting")
     seen = time.perf_counter()
     try:
         _, after = await ctx.apply(
-            job.case_id, lambda c: ctx.engine.push_ended(c, job.challenge_id, result, ctx.clock())
+            job.case_id, lambda c: ctx.engine.push_ended(c, job.challenge_id, result, ctx.clock()), known=found
         )
     except (StaleEvent, CaseRefused):
         return
