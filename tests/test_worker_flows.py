@@ -271,6 +271,20 @@ async def test_open_shows_checking_view_then_search(settings: Settings, bus: Bus
         assert selected.trigger_id is None and selected.view == VIEW
 
 
+async def test_an_agent_authorized_a_moment_ago_opens_straight_on_the_search(settings: Settings, bus: Bus) -> None:
+    """The second case within the authorization cache: one snapshot, SEARCHING with the trigger id, no Okta check."""
+    async with harness(settings, bus) as h:
+        await h.open()
+        okta_calls = len(h.okta.calls)
+        again = await h.open()
+        await h.audit("case.opened", again.case_id)
+        mine = [s for s in h.snapshots if s.case_id == again.case_id]
+        assert [(s.state, bool(s.trigger_id)) for s in mine] == [(CaseState.SEARCHING, True)]
+        assert len(h.okta.calls) == okta_calls
+        selected = await h.select(again, ALICE)  # and it goes on as usual
+        assert selected.state == CaseState.FACTORS
+
+
 async def test_agent_outside_helpdesk_group_is_denied(settings: Settings, bus: Bus) -> None:
     """A Slack user whose Okta account is not in the Helpdesk group gets DENIED with a reason and an audit event."""
     async with harness(settings, bus) as h:
@@ -590,7 +604,8 @@ async def test_verify_only_mode_offers_admin_console_link(settings: Settings, bu
 
 
 async def test_close_back_to_search_and_home(settings: Settings, bus: Bus) -> None:
-    """Back to search clears the target; close ends the case; the agent's Home lists it with its outcome."""
+    """Back to search clears the target; close ends the case; the agent's Home lists it with its outcome,
+    and leaves out a case opened and closed without anyone picked."""
     async with harness(settings, bus) as h:
         verified = await h.verified(ALICE, ALICE_TOTP, DEMO_PASSCODE)
         await h.send(h.cmd(verified, CloseCase))
@@ -600,6 +615,9 @@ async def test_close_back_to_search_and_home(settings: Settings, bus: Bus) -> No
         await h.send(h.cmd(other, BackToSearch))
         back = await h.snapshot(other.case_id, CaseState.SEARCHING, other.revision)
         assert back.target is None and back.factors == []
+        idle = await h.open()  # opened and closed without picking anyone
+        await h.send(h.cmd(idle, CloseCase))
+        await h.snapshot(idle.case_id, CaseState.CLOSED)
         await h.send(HomeOpened(agent=h.actor()))
         home = await h.wait(lambda: h.homes[-1] if h.homes else None)
         assert home.okta_status == "ok"
@@ -607,6 +625,7 @@ async def test_close_back_to_search_and_home(settings: Settings, bus: Bus) -> No
         assert by_id[verified.case_id].outcome == "verified, closed"
         assert by_id[verified.case_id].target_login == "alice@example.com"
         assert other.case_id in by_id
+        assert idle.case_id not in by_id
 
 
 # ------------------------------------------------------------------------------------ temp password

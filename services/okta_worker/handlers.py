@@ -341,8 +341,14 @@ class WorkerContext:
             await self.publish_case(after)
             if after.state != before.state:
                 metrics.TRANSITIONS.labels(after.state.value).inc()
-                await self.agents.record(after.agent.user_id, engine.recent(after))
+                await self.remember(after)
         return before, after
+
+    async def remember(self, case: Case) -> None:
+        """List the case on the agent's App Home once it concerns someone (a user picked) or was denied:
+        a modal opened and closed again is not one of "your last cases"."""
+        if case.target is not None or case.state == CaseState.DENIED:
+            await self.agents.record(case.agent.user_id, self.engine.recent(case))
 
     async def notify(self, case_id: str, refused: CaseRefused, view: Any = None) -> Case | None:
         """Show a refusal to the agent as a notice on the case."""
@@ -363,9 +369,8 @@ class WorkerContext:
 
 async def authorize(ctx: WorkerContext, agent: Actor) -> tuple[str, str]:
     """The agent's (email, Okta user id) if they are in ``OKTA_HELPDESK_GROUP``; ``CaseRefused`` if not."""
-    cached = ctx.auth_cache.get(agent.user_id)
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1], cached[2]
+    if (cached := cached_authorization(ctx, agent)) is not None:
+        return cached
     try:
         info = await ctx.bus.request(LookupSlackUser(user_id=agent.user_id), SlackUserInfo, timeout=LOOKUP_TIMEOUT)
     except BusError:
@@ -391,6 +396,14 @@ async def authorize(ctx: WorkerContext, agent: Actor) -> tuple[str, str]:
         raise CaseRefused(f"You are not in the Okta group {group!r}, which this help desk requires.", "not_in_group")
     ctx.auth_cache[agent.user_id] = (time.monotonic() + AUTH_CACHE_SECONDS, info.email, user.id)
     return info.email, user.id
+
+
+def cached_authorization(ctx: WorkerContext, agent: Actor) -> tuple[str, str] | None:
+    """The agent's (email, Okta user id) if they were authorized in the last AUTH_CACHE_SECONDS."""
+    cached = ctx.auth_cache.get(agent.user_id)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1], cached[2]
+    return None
 
 
 def case_id_for(trigger_id: str) -> str:
@@ -440,17 +453,25 @@ async def claim(ctx: WorkerContext, case_id: str, command_id: str, view: Any) ->
 
 
 async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
-    """Open the modal at once ("checking…"), then authorize the agent: SEARCHING or DENIED."""
+    """Open the modal at once ("checking…"), then authorize the agent: SEARCHING or DENIED.
+
+    An agent authorized a moment ago (AUTH_CACHE_SECONDS) gets the search straight away: one
+    snapshot, one ``views.open``, instead of "checking…" and then an update.
+    """
     case_id = case_id_for(cmd.trigger_id)
     bind_correlation(case_id=case_id)
     now = ctx.clock()
     token = ctx.tokens.issue(case_id=case_id, agent_id=cmd.agent.user_id)
     case = ctx.engine.open(case_id, cmd.agent, cmd.trigger_id, token, now, query=cmd.query, channel_id=cmd.channel_id)
     case = ctx.engine.seen_view(case, cmd.view)
+    if (known := cached_authorization(ctx, cmd.agent)) is not None:
+        case = ctx.engine.authorized(case, *known, now)
     if await ctx.store.create(case):
         await ctx.publish_case(case)
-        await ctx.agents.record(case.agent.user_id, ctx.engine.recent(case))
+        await ctx.remember(case)
         await ctx.audit(case, "case.opened", "info", source=cmd.source, channel_id=cmd.channel_id)
+        if case.state == CaseState.SEARCHING:
+            return
     else:
         case = await load(ctx, case_id)
         await ctx.publish_case(case)  # redelivery: the snapshot may not have gone out
