@@ -47,11 +47,17 @@ def service_env(values: dict[str, Any]) -> dict[str, str]:
 
 
 async def start_service(command: str, env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
-    """``python -m helpdesk.cli <command>`` with ``env``; its output goes to ``log_path``."""
+    """``python -m helpdesk.cli <command>`` with ``env``; its output goes to ``log_path``.
+
+    With ``BENCH_PROFILE=<dir>`` set, under cProfile, written to ``<dir>/<command>.prof`` at stop.
+    """
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    profile = (
+        ["-m", "cProfile", "-o", str(Path(p) / f"{command}.prof")] if (p := os.environ.get("BENCH_PROFILE")) else []
+    )
     try:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "helpdesk.cli", command, env=env, cwd=ROOT, stdout=log, stderr=log
+            sys.executable, *profile, "-m", "helpdesk.cli", command, env=env, cwd=ROOT, stdout=log, stderr=log
         )
     finally:
         os.close(log)

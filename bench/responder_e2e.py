@@ -24,7 +24,8 @@ moment its signed POST starts (``time.time()`` on both sides of loopback):
 
 * ``ack``    the gateway's HTTP 200 (Slack's limit: 3,000 ms);
 * ``open``   the fake Slack receiving ``views.open`` with that command's trigger_id (target p99 ≤ 25 ms);
-* ``search`` the fake Slack receiving the first ``views.update`` of that modal (the user search view).
+* ``search`` the fake Slack receiving the user search view: in the ``views.open`` itself for an agent
+  authorized a moment ago, else in the first ``views.update`` of that modal.
 
 CPU is per process (``/proc/<pid>/stat``) over the sending window, in % of one core. Bounded: each
 rate stops sending after ``--seconds`` and waits at most 3 s for the last modals.
@@ -53,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+import orjson  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from bench._procs import cpu_seconds, service_env, start_service, stop_process, wait_ready  # noqa: E402
@@ -61,6 +63,7 @@ from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta  # noqa: E402
 from sandbox.slack import APP_ID, AUDIT_CHANNEL_ID, DEFAULT_BOT_TOKEN, HELPDESK_CHANNEL_ID, TEAM_ID, FakeSlack  # noqa: E402
 from sandbox.slack_agent import TEAM_DOMAIN, VERIFICATION_TOKEN  # noqa: E402
 from shared.natsserver import EmbeddedNats, free_port  # noqa: E402
+from shared.ui import BLOCK_USER_SEARCH  # noqa: E402
 
 WARMUP = 20
 PREPARE = 1.0  # seconds between asking for the triggers and the first planned send
@@ -86,21 +89,30 @@ def fakes_process(slack_port: int, okta_port: int, agents: int, ready: Any) -> N
             slack.add_user(user_id, email, f"Bench Agent {n}", f"bench{n}")
             okta.add_user(email, "Bench", f"Agent {n}", groups=["Helpdesk"])
         opened: dict[str, float] = {}  # trigger_id → when views.open arrived
-        updated: dict[str, float] = {}  # view_id → when its first views.update arrived
+        updated: dict[str, float] = {}  # view_id → when a views.update first showed the user search
+        searched: dict[str, float] = {}  # trigger_id → when views.open itself showed the user search
         methods = slack._methods
         views_open, views_update = methods["views.open"], methods["views.update"]
 
         # The arrival time of each call, kept only when the fake accepted it (an expired trigger is no open).
+        def shows_search(args: dict[str, Any]) -> bool:
+            view = args.get("view", "")
+            return f'"{BLOCK_USER_SEARCH}"' in (view if isinstance(view, str) else orjson.dumps(view).decode())
+
         async def timed_open(args: dict[str, Any]) -> web.Response:
             arrived = time.time()
             response = await views_open(args)
-            opened.setdefault(str(args.get("trigger_id", "")), arrived)
+            trigger_id = str(args.get("trigger_id", ""))
+            opened.setdefault(trigger_id, arrived)
+            if shows_search(args):  # an agent authorized a moment ago opens straight on the search
+                searched.setdefault(trigger_id, arrived)
             return response
 
         async def timed_update(args: dict[str, Any]) -> web.Response:
             arrived = time.time()
             response = await views_update(args)
-            updated.setdefault(str(args.get("view_id", "")), arrived)
+            if shows_search(args):
+                updated.setdefault(str(args.get("view_id", "")), arrived)
             return response
 
         methods["views.open"], methods["views.update"] = timed_open, timed_update
@@ -125,7 +137,11 @@ def fakes_process(slack_port: int, okta_port: int, agents: int, ready: Any) -> N
             return web.json_response(
                 {
                     "opened": {t: opened[t] for t in wanted if t in opened},
-                    "updated": {t: updated[v] for t, v in views.items() if v is not None and v in updated},
+                    "search": {
+                        t: searched.get(t) or updated[v]
+                        for t, v in views.items()
+                        if t in searched or (v is not None and v in updated)
+                    },
                 }
             )
 
@@ -225,11 +241,11 @@ def load_process(
             while True:
                 async with http.post(f"{slack_url}/bench/stats", json={"triggers": triggers}) as resp:
                     stats = await resp.json()
-                if len(stats["updated"]) >= count or time.time() >= deadline:
+                if len(stats["search"]) >= count or time.time() >= deadline:
                     break
                 await asyncio.sleep(0.1)
         opens = [stats["opened"][t] - sent[i] for i, t in enumerate(triggers) if t in stats["opened"]]
-        search = [stats["updated"][t] - sent[i] for i, t in enumerate(triggers) if t in stats["updated"]]
+        search = [stats["search"][t] - sent[i] for i, t in enumerate(triggers) if t in stats["search"]]
         # The open latency second by second of the run: a queue that builds up shows as a rising line.
         by_second: list[list[float]] = [[] for _ in range(max(1, int(seconds + 0.999)))]
         for i, t in enumerate(triggers):

@@ -11,7 +11,7 @@ import pytest
 from sandbox.slack import AGENT_USER_ID, AUDIT_CHANNEL_ID, FakeSlack
 from services.slack_responder.app import ResponderService, create_service
 from services.slack_responder.audit import Thread, next_status, reply_text, safe_details
-from shared.bus import Bus
+from shared.bus import Bus, Delivery
 from shared.messages import Actor, AuditEvent, CaseSnapshot, CaseState
 from shared.settings import Settings
 
@@ -74,10 +74,12 @@ def audit_messages(slack: FakeSlack) -> list[dict[str, Any]]:
 async def test_one_thread_per_case_with_the_outcome_on_the_parent(
     service: ResponderService, bus: Bus, slack: FakeSlack
 ) -> None:
-    """Each case gets one parent message and a reply per step; the parent ends with what was done."""
+    """Each case gets one parent message and a reply per step from the user picked on; the parent ends
+    with what was done. The opening itself stays in the AUDIT stream only."""
     await open_view(bus, slack)
+    opened = event("case.opened", "info", target=None)
+    await bus.publish(opened, msg_id=opened.event_id)
     events = [
-        event("case.opened", "info", target=None),
         event("case.user_selected", "success"),
         event("case.challenge_sent", "pending", details={"factor_type": "push"}),
         event("case.verified", "success", details={"factor_type": "push"}),
@@ -90,12 +92,26 @@ async def test_one_thread_per_case_with_the_outcome_on_the_parent(
     assert len(replies) == len(events)
     await until(slack, lambda: "temporary password set" in parent["text"])
     assert parent["text"].startswith(f":white_check_mark: <@{AGENT_USER_ID}> verified jane.doe@example.com (push)")
-    assert "case › verified" in replies[3]["text"]
+    assert "case › verified" in replies[2]["text"]
     # A redelivered event is not posted twice.
     await bus.publish(events[1], msg_id="again-" + events[1].event_id)
     await bus.publish(event("case.closed", "info"), msg_id="closing")
     await until(slack, lambda: len(audit_messages(slack)) == 2 + len(events))
     assert sum("user selected" in m["text"] for m in audit_messages(slack)) == 1
+
+
+async def test_a_modal_opened_and_closed_posts_nothing(service: ResponderService, bus: Bus, slack: FakeSlack) -> None:
+    """Opened, then closed before any user was picked: no thread; a denial does start one."""
+    assert service.audit is not None
+    await open_view(bus, slack)
+    await open_view(bus, slack, case_id="case-denied")
+    delivery = Delivery(subject="audit.case", num_delivered=1)
+    for e in [event("case.opened", "info", target=None), event("case.closed", "info", target=None)]:
+        await service.audit.on_event(e, delivery)
+    assert audit_messages(slack) == []
+    await service.audit.on_event(event("case.denied", "denied", target=None, case_id="case-denied"), delivery)
+    parent, reply = audit_messages(slack)
+    assert "not authorized" in parent["text"] and "denied" in reply["text"]
 
 
 async def test_rejected_push_is_flagged_loudly(service: ResponderService, bus: Bus, slack: FakeSlack) -> None:
@@ -125,7 +141,7 @@ async def test_views_open_goes_before_the_audit_post(service: ResponderService, 
         await original(case_id, timeout)
 
     service.audit.wait_for_case = observed
-    first = event("case.opened", "info", case_id="case-b")
+    first = event("case.user_selected", "success", case_id="case-b")
     await bus.publish(first, msg_id=first.event_id)
     await asyncio.wait_for(waiting.wait(), 5)  # the audit event is being handled before any snapshot
     await open_view(bus, slack, case_id="case-b")

@@ -5,9 +5,12 @@
 
 The parent message says who is verifying whom ("@agent is verifying jdoe@example.com") and is
 updated with the outcome (verified and what was done / rejected / escalated / failed). Every event is
-a reply in the thread. A REJECTED push, a security alert or a limit hit is flagged loudly: a
-:rotating_light: reply that is also broadcast to the channel, and the parent marked. Events without
-a case (a telephony toll-fraud limit, say) are posted on their own when they are not routine.
+a reply in the thread. A thread starts with the first event that concerns a user or is not routine
+(a user picked, a denial, an alert): a modal opened and closed again posts nothing, which keeps the
+channel readable and under Slack's one-message-a-second pace. A REJECTED push, a security alert or
+a limit hit is flagged loudly: a :rotating_light: reply that is also broadcast to the channel, and
+the parent marked. Events without a case (a telephony toll-fraud limit, say) are posted on their own
+when they are not routine.
 
 The parent's ``ts`` and what it says live in KV (``audit_threads``), so any replica continues a
 thread and a redelivered event is not posted twice. Nothing secret is ever posted: keys that name a
@@ -119,6 +122,12 @@ def is_loud(event: AuditEvent) -> bool:
     )
 
 
+def is_routine(event: AuditEvent) -> bool:
+    """An event that does not start a thread: nothing happened to anyone yet (a case opened, or closed
+    before a user was picked). It stays in the AUDIT stream; the channel is for what touched a user."""
+    return event.outcome == "info" and not is_loud(event) and target_of(event) is None
+
+
 def target_of(event: AuditEvent) -> str | None:
     for key in ("target_login", "login", "target_email"):
         value = event.details.get(key)
@@ -195,8 +204,6 @@ class AuditThreads:
             if message.case_id is None:
                 await self._standalone(message)
             else:
-                if self.wait_for_case is not None:
-                    await self.wait_for_case(message.case_id, OPEN_FIRST_WAIT)
                 async with self.locks.hold(message.case_id):
                     await self._in_thread(message)
         except SlackRateLimited as exc:
@@ -220,7 +227,13 @@ class AuditThreads:
         current = await self._get(key)
         if current is not None and event.event_id in current[0].seen:
             return
+        if current is None and is_routine(event):
+            metrics.AUDIT_POSTS.labels("not_posted").inc()
+            return
         if current is None:
+            # The case's views.open goes before its first post (a thread that exists was started after it).
+            if self.wait_for_case is not None:
+                await self.wait_for_case(event.case_id, OPEN_FIRST_WAIT)
             thread = next_status(Thread(channel=self.channel, ts="", agent=event.actor), event)
             ts = await self.slack.post_message(self.channel, thread.parent_text())
             metrics.AUDIT_POSTS.labels("parent").inc()

@@ -40,7 +40,7 @@ HASH_RETRIES = Counter(
 )
 AUDIT_POSTS = Counter(
     "helpdesk_responder_audit_posts_total",
-    "Messages posted to the audit channel, by kind (parent, reply, parent_update, alert, standalone).",
+    "Audit channel messages by kind (parent, reply, parent_update, alert, standalone; not_posted: routine).",
     ["kind"],
 )
 LOOKUPS = Counter(
