@@ -14,6 +14,7 @@ async def test_demo_runs_every_scene_without_leaking_a_secret() -> None:
     assert code == 0, transcript[-3000:]
     for scene in ("1. Okta Verify push", "2. SMS code", "3. Guards", "4. Okta's telephony inline hook", "5. The audit"):
         assert scene in transcript
+    assert "straight on the user search" in transcript  # the second case: the agent was authorized a moment ago
     assert "CALLER VERIFIED" in transcript
     assert "TEMPORARY PASSWORD" in transcript
     assert "response_action=update" in transcript
