@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -241,3 +242,30 @@ def test_auth_from_settings_needs_complete_credentials() -> None:
         Settings(_env_file=None, okta_org_url="https://acme.okta.com", okta_api_token="t0k")  # type: ignore[call-arg]
     )
     assert isinstance(auth, SswsAuth)
+
+
+async def test_okta_calls_go_through_the_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An org behind an egress proxy: HTTP(S)_PROXY from the environment carries the worker's calls."""
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(str(request.url))  # a proxy gets the absolute URL of the origin
+        return web.json_response({"id": "00u1", "status": "ACTIVE", "profile": {"login": "a@example.com"}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    try:
+        async with OktaClient("http://acme.okta.invalid", SswsAuth(DEFAULT_API_TOKEN)) as okta:
+            user = await okta.get_user("00u1")
+        assert user.id == "00u1"
+        assert seen == ["http://acme.okta.invalid/api/v1/users/00u1"]
+    finally:
+        await runner.cleanup()

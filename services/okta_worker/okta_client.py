@@ -48,7 +48,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp import HttpxAiohttpClient
 
 from services.okta_worker import metrics
 from shared.logging import get_logger
@@ -491,10 +491,11 @@ def okta_http_client() -> httpx.AsyncClient:
 
     A push poll is one small GET, thousands a minute: with httpcore's pool (which checks every idle
     socket on each request) a poll cost about 2 ms of CPU, with aiohttp's about half (bench/okta_worker.py).
-    Proxies from the environment (HTTPS_PROXY) still go through httpx's own transport.
+    ``HttpxAiohttpClient`` (not ``transport=``, which would make httpx ignore them) keeps honouring
+    HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.
     """
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=OKTA_POOL_LIMITS),
+    return HttpxAiohttpClient(
+        limits=OKTA_POOL_LIMITS,
         timeout=DEFAULT_TIMEOUT,
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
     )
