@@ -319,6 +319,19 @@ class FakeSlack(FakeService):
             return []
         return [self.views[v] for v in self._stacks.get(view["root_view_id"], [])]
 
+    def replace_view(self, view_id: str, view_in: dict[str, Any]) -> dict[str, Any]:
+        """What Slack does with a ``response_action: update`` answer: the view is swapped in place,
+        same id, new hash. Returns the stored view."""
+        current = self.views[view_id]
+        updated = self._materialize(
+            view_in,
+            view_id=current["id"],
+            root_view_id=current["root_view_id"],
+            previous_view_id=current["previous_view_id"],
+        )
+        self._store(updated)
+        return updated
+
     def close_view(self, view_id: str) -> None:
         """The user closes a modal: ``view_id`` and every view pushed above it go away."""
         view = self.views.get(view_id)

@@ -379,14 +379,7 @@ class SlackAgent:
             return
         current = self.fake.views[view["id"]]
         if action == "update" and isinstance(answer.get("view"), dict):
-            # Slack swaps the view in place: same id, new hash. (The fake has no public call for this.)
-            updated = self.fake._materialize(
-                answer["view"],
-                view_id=current["id"],
-                root_view_id=current["root_view_id"],
-                previous_view_id=current["previous_view_id"],
-            )
-            self.fake._store(updated)
+            self.fake.replace_view(current["id"], answer["view"])
         elif action in (None, "clear"):
             self.fake.close_view(current["root_view_id"] if action == "clear" else current["id"])
 

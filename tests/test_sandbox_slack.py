@@ -148,6 +148,19 @@ async def test_views_open_returns_a_full_view(client: AsyncWebClient, fake: Fake
     assert sent.json["view"]["title"]["text"] == "Verify caller"
 
 
+async def test_response_action_update_swaps_the_view_in_place(client: AsyncWebClient, fake: FakeSlack) -> None:
+    """A submission answered with ``response_action: update``: same view id, a new hash, the new blocks."""
+    opened = (await client.views_open(trigger_id=fake.issue_trigger(AGENT_USER_ID), view=modal()))["view"]
+    replacement = modal(callback_id="next", private_metadata="token-456", blocks=[SectionBlock(text="Next step")])
+
+    swapped = fake.replace_view(opened["id"], replacement.to_dict())
+
+    assert swapped["id"] == opened["id"] and swapped["root_view_id"] == opened["root_view_id"]
+    assert swapped["hash"] != opened["hash"]
+    assert swapped["callback_id"] == "next" and swapped["blocks"][0]["text"]["text"] == "Next step"
+    assert fake.views[opened["id"]] == swapped
+
+
 async def test_views_open_accepts_a_form_encoded_view_string(client: AsyncWebClient, fake: FakeSlack) -> None:
     """A form post whose view field is a JSON string opens the same view."""
     trigger_id = fake.issue_trigger()
