@@ -795,6 +795,8 @@ async def poll_push(ctx: WorkerContext, job: PollPush, delivery: Delivery | None
     finally:
         if not reading.done():
             reading.cancel()
+        elif not reading.cancelled():
+            reading.exception()  # a read that failed while the poll raised: retrieved, not logged as lost
     if found is None:
         metrics.PUSH_POLLS.labels("stale").inc()
         return
