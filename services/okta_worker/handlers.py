@@ -812,7 +812,7 @@ async def poll_push(ctx: WorkerContext, job: PollPush, delivery: Delivery | None
     if result not in ("SUCCESS", "REJECTED", "TIMEOUT"):
         now = ctx.clock()
         remaining = (job.expires_at - now).total_seconds()
-        since_first = since(ctx, job.first_poll_at) if job.first_poll_at else None
+        since_first = (now - job.first_poll_at).total_seconds() if job.first_poll_at else None
         delay = ctx.pacer.delay(since_first=since_first, spent=(now - started).total_seconds())
         raise RetryLater(max(0.05, min(delay, remaining)), "push waiting")
     seen = time.perf_counter()
