@@ -14,6 +14,15 @@ and logged as poison. Garbled bytes are terminated at once, with the reason logg
 
 Every subject, stream and bucket name is namespaced by ``NATS_PREFIX`` (empty by default), so
 several installs — or every test of a suite — can share one NATS server.
+
+Storage follows what must outlive a NATS restart. On file: the cases (KV), the push waits (jobs),
+the audit trail and the shared counters. In memory: the commands (a work queue emptied within
+milliseconds; a /helpdesk trigger is dead after 3 s anyway) and what is derived for display (case
+snapshots, the responder's record of each modal). There a file-backed stream's writes, block
+rotation and consumer-state renames (about 30 a second at 200 commands/s) cost the most: in five
+interleaved runs of bench/responder_e2e.py at 200/s, p99 to views.open was 33–57 ms on file and
+21–35 ms so. A standalone server forgets memory storage when it restarts: the bus declares again
+what it declared, after every reconnect.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from shared.logging import get_logger, new_unit_of_work
@@ -79,15 +88,29 @@ class StreamSpec:
     retention: RetentionPolicy = RetentionPolicy.LIMITS
     storage: StorageType = StorageType.FILE
     max_age: float = 24 * 3600
+    max_bytes: int = -1  # -1: no limit but max_age
 
 
-CMD_STREAM = StreamSpec("HELPDESK_CMD", ["helpdesk.cmd.>"], RetentionPolicy.WORK_QUEUE, max_age=3600)
+MEMORY_STREAM_MAX_BYTES = 64 * 1024 * 1024  # reserved on the server: ~20,000 snapshots, hours of a busy desk
+
+CMD_STREAM = StreamSpec(
+    "HELPDESK_CMD",
+    ["helpdesk.cmd.>"],
+    RetentionPolicy.WORK_QUEUE,
+    StorageType.MEMORY,
+    max_age=3600,
+    max_bytes=MEMORY_STREAM_MAX_BYTES,
+)
 JOB_STREAM = StreamSpec("HELPDESK_JOBS", ["helpdesk.job.>"], RetentionPolicy.WORK_QUEUE, max_age=3600)
-CASE_STREAM = StreamSpec("HELPDESK_CASE", ["helpdesk.case.>"], max_age=24 * 3600)
+# Snapshots are for display, rebuilt from the cases KV: an hour, as long as a case token lives.
+CASE_STREAM = StreamSpec(
+    "HELPDESK_CASE", ["helpdesk.case.>"], storage=StorageType.MEMORY, max_age=3600, max_bytes=MEMORY_STREAM_MAX_BYTES
+)
 AUDIT_STREAM = StreamSpec("AUDIT", ["audit.>"], max_age=400 * 24 * 3600)
 STREAMS = (CMD_STREAM, JOB_STREAM, CASE_STREAM, AUDIT_STREAM)
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
+RESTORE_ATTEMPTS = 20  # after a reconnect, JetStream may answer "unavailable" for a moment
 IDLE_PULL_EXPIRES = 1.0  # seconds a pull request lingers while the consumer is idle
 BUSY_PULL_EXPIRES = 0.1  # and while messages keep coming (see Subscription._run)
 
@@ -121,6 +144,10 @@ class Bus:
         self.name = name
         self._subscriptions: list[Subscription] = []
         self._services: list[Any] = []
+        # What this process declared, to declare again when a restarted server has forgotten it.
+        self._streams: dict[str, StreamSpec] = {}
+        self._buckets: dict[str, KeyValueConfig] = {}
+        self._restoring: asyncio.Task[None] | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -131,12 +158,15 @@ class Bus:
         settings.require("NATS_URL")
         assert settings.nats_url is not None
         clog = log.bind(service=name)
+        bus: list[Bus] = []  # the Bus made below, for the callbacks
 
         async def disconnected() -> None:
             clog.warning("nats.disconnected")
 
         async def reconnected() -> None:
             clog.info("nats.reconnected")
+            if bus:
+                bus[0].restore_in_background()
 
         async def error(exc: Exception) -> None:
             clog.warning("nats.error", error=str(exc))
@@ -162,7 +192,8 @@ class Bus:
         # Starting fails fast and clearly; once up, a service waits for NATS to come back, forever.
         # (nats-py reads this option on every reconnect; -1 at connect time would retry the first connect forever.)
         nc.options["max_reconnect_attempts"] = -1
-        return cls(nc, prefix=settings.nats_prefix, name=name)
+        bus.append(cls(nc, prefix=settings.nats_prefix, name=name))
+        return bus[0]
 
     @property
     def is_connected(self) -> bool:
@@ -170,6 +201,10 @@ class Bus:
 
     async def close(self) -> None:
         """Stop consumers first (unsubscribe pull subscriptions before drain), then drain."""
+        if self._restoring is not None:
+            self._restoring.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restoring
         for sub in list(self._subscriptions):
             await sub.stop()
         for svc in list(self._services):
@@ -205,18 +240,40 @@ class Bus:
     async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
         """Create (or update) the streams; safe to call from every replica at every start."""
         for spec in specs:
-            config = StreamConfig(
-                name=self.stream_name(spec.name),
-                subjects=[self.subject(s) for s in spec.subjects],
-                retention=spec.retention,
-                storage=spec.storage,
-                max_age=spec.max_age,
-                duplicate_window=120.0,
+            self._streams[spec.name] = spec
+            await self._ensure_stream(spec)
+
+    def _stream_config(self, spec: StreamSpec, storage: StorageType | None = None) -> StreamConfig:
+        return StreamConfig(
+            name=self.stream_name(spec.name),
+            subjects=[self.subject(s) for s in spec.subjects],
+            retention=spec.retention,
+            storage=storage or spec.storage,
+            max_age=spec.max_age,
+            max_bytes=spec.max_bytes,
+            duplicate_window=120.0,
+        )
+
+    async def _ensure_stream(self, spec: StreamSpec) -> None:
+        config = self._stream_config(spec)
+        try:
+            info = await self.js.stream_info(self.stream_name(spec.name))
+        except NotFoundError:
+            await self.js.add_stream(config)  # a replica racing us with the same config is no error
+            return
+        existing = StorageType(info.config.storage) if info.config.storage else None  # nats-py: a plain str
+        if existing is not None and existing != spec.storage:
+            # NATS cannot change a stream's storage in place. An install from before keeps its
+            # stream, updated otherwise; deleting the stream while nothing is in flight moves it.
+            log.warning(
+                "bus.stream.storage_kept",
+                stream=config.name,
+                storage=existing.value,
+                wanted=spec.storage.value,
+                how=f"nats stream rm {config.name} while idle; the services declare it again at start",
             )
-            try:
-                await self.js.add_stream(config)
-            except Exception:
-                await self.js.update_stream(config)
+            config = self._stream_config(spec, storage=existing)
+        await self.js.update_stream(config)
 
     async def streams_present(self) -> bool:
         try:
@@ -226,13 +283,58 @@ class Bus:
             return False
         return True
 
-    async def key_value(self, name: str, ttl: float | None = None, history: int = 1) -> KeyValue:
-        """The KV bucket ``name`` (namespaced), created on first use."""
+    async def key_value(
+        self, name: str, ttl: float | None = None, history: int = 1, storage: StorageType = StorageType.FILE
+    ) -> KeyValue:
+        """The KV bucket ``name`` (namespaced), created on first use; an existing one is used as it is."""
         bucket = self.bucket_name(name)
+        self._buckets[bucket] = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=storage)
         try:
             return await self.js.key_value(bucket)
         except (BucketNotFoundError, NotFoundError):
-            return await self.js.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl))
+            return await self.js.create_key_value(self._buckets[bucket])
+
+    # -- after a server restart ----------------------------------------------------------------
+
+    def restore_in_background(self) -> None:
+        """Declare again, soon, what a restarted server may have lost (called on every reconnect)."""
+        if self._restoring is None or self._restoring.done():
+            self._restoring = asyncio.create_task(self._restore_with_retries(), name=f"restore:{self.name}")
+
+    async def _restore_with_retries(self) -> None:
+        for attempt in range(1, RESTORE_ATTEMPTS + 1):
+            try:
+                await self.restore_topology()
+                return
+            except Exception as exc:
+                log.info("nats.topology.restore_failed", attempt=attempt, error=type(exc).__name__)
+                await asyncio.sleep(min(0.1 * attempt, 1.0))  # a retry pace, not a synchronisation wait
+        log.error("nats.topology.not_restored", attempts=RESTORE_ATTEMPTS)
+
+    async def restore_topology(self) -> list[str]:
+        """Re-create the streams and buckets this process declared that the server no longer has.
+
+        Memory storage does not survive a restart of a standalone nats-server. Returns the names
+        re-created; consumers on a re-created stream find their durable again on their next pull
+        (``Subscription`` re-creates it after failed fetches).
+        """
+        restored: list[str] = []
+        for spec in list(self._streams.values()):
+            name = self.stream_name(spec.name)
+            try:
+                await self.js.stream_info(name)
+            except NotFoundError:
+                await self._ensure_stream(spec)
+                restored.append(name)
+        for bucket, config in list(self._buckets.items()):
+            try:
+                await self.js.key_value(bucket)
+            except (BucketNotFoundError, NotFoundError):
+                await self.js.create_key_value(config)
+                restored.append(bucket)
+        if restored:
+            log.warning("nats.topology.restored", service=self.name, restored=restored)
+        return restored
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -424,8 +526,9 @@ class Subscription:
                 failures += 1
                 self.log.warning("bus.fetch.failed", error=type(exc).__name__, failures=failures)
                 await asyncio.sleep(min(0.2 * failures, 2.0))
-                if failures >= 3 and self.bus.is_connected:
-                    # A pull subscription may stop after a server restart (nats.py #504): re-create it.
+                # No one answers the pull when the durable is gone (a memory stream after a server
+                # restart); a pull subscription may also stop after one (nats.py #504): re-create it.
+                if (failures >= 3 or isinstance(exc, ServiceUnavailableError)) and self.bus.is_connected:
                     with contextlib.suppress(Exception):
                         await self._psub.unsubscribe()
                     with contextlib.suppress(Exception):

@@ -1,12 +1,27 @@
 """The bus against a real nats-server: dedupe, settle policies, request/reply, KV and limits."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from structlog.testing import capture_logs
 
-from shared.bus import CMD_STREAM, Bus, BusUnavailable, Delivery, RetryLater, Unprocessable
+from shared.bus import (
+    AUDIT_STREAM,
+    CASE_STREAM,
+    CMD_STREAM,
+    JOB_STREAM,
+    Bus,
+    BusUnavailable,
+    Delivery,
+    RetryLater,
+    Unprocessable,
+)
 from shared.limits import RateLimiter, kv_key
 from shared.messages import Actor, LookupSlackUser, OpenCase, SlackUserInfo
+from shared.natsserver import EmbeddedNats
 from shared.settings import Settings
 
 
@@ -260,3 +275,84 @@ async def test_limiter_remembered_revision_yields_to_other_writers(
 def test_kv_key_escapes() -> None:
     assert kv_key("number:+1555") == "number=3A=2B1555"
     assert kv_key("a.b-c_d/e") == "a.b-c_d/e"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Poll the server until ``check`` holds: JetStream offers no awaitable for a stream coming back."""
+
+    async def loop() -> None:
+        while not await check():  # noqa: ASYNC110 - server state to observe, not an event we could be handed
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+async def storage_of(bus: Bus, stream: str) -> StorageType:
+    return StorageType((await bus.js.stream_info(stream)).config.storage)  # nats-py gives a plain str
+
+
+async def test_storage_follows_what_must_outlive_a_restart(bus: Bus) -> None:
+    """Cases, push waits and the audit trail are on file; commands and display snapshots in memory."""
+    assert await storage_of(bus, bus.stream_name(AUDIT_STREAM.name)) is StorageType.FILE
+    assert await storage_of(bus, bus.stream_name(JOB_STREAM.name)) is StorageType.FILE
+    assert await storage_of(bus, bus.stream_name(CMD_STREAM.name)) is StorageType.MEMORY
+    assert await storage_of(bus, bus.stream_name(CASE_STREAM.name)) is StorageType.MEMORY
+    await bus.key_value("cases")
+    await bus.key_value("views", storage=StorageType.MEMORY)
+    assert await storage_of(bus, f"KV_{bus.bucket_name('cases')}") is StorageType.FILE
+    assert await storage_of(bus, f"KV_{bus.bucket_name('views')}") is StorageType.MEMORY
+
+
+async def test_memory_streams_and_buckets_come_back_after_a_server_restart(
+    nats_server: EmbeddedNats | None, bus: Bus
+) -> None:
+    """A standalone server forgets memory storage when it restarts; the bus declares it again and
+    its consumer on the re-created stream carries on, with nothing done by hand."""
+    assert nats_server is not None, "this test restarts the embedded nats-server"
+    seen: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def handler(msg: OpenCase, delivery: Delivery) -> None:
+        seen.put_nowait(msg.trigger_id)
+
+    views = await bus.key_value("views", storage=StorageType.MEMORY)
+    await views.put("case", b"before")
+    sub = await bus.consume(CMD_STREAM, "worker", handler)
+    await bus.publish(open_case("before"))
+    assert await asyncio.wait_for(seen.get(), 5) == "before"
+
+    await nats_server.stop()
+    await nats_server.start()
+
+    async def restored() -> bool:
+        try:
+            await bus.js.stream_info(bus.stream_name(CMD_STREAM.name))
+            await bus.js.stream_info(f"KV_{bus.bucket_name('views')}")
+        except Exception:
+            return False
+        return True
+
+    await eventually(restored)
+    assert await storage_of(bus, bus.stream_name(CMD_STREAM.name)) is StorageType.MEMORY
+    assert await storage_of(bus, f"KV_{bus.bucket_name('views')}") is StorageType.MEMORY
+    with pytest.raises(NotFoundError):
+        await views.get("case")  # the bucket is back, empty: what was in memory is gone
+    await views.put("case", b"after")
+    await bus.publish(open_case("after"))
+    assert await asyncio.wait_for(seen.get(), 15) == "after"
+    await sub.stop()
+
+
+async def test_a_stream_from_before_keeps_its_storage_with_a_warning(bus: Bus) -> None:
+    """NATS cannot change storage in place: an existing file-backed stream is kept and updated."""
+    name = bus.stream_name(CASE_STREAM.name)
+    await bus.js.delete_stream(name)
+    await bus.js.add_stream(
+        StreamConfig(name=name, subjects=[bus.subject("helpdesk.case.>")], storage=StorageType.FILE, max_age=60)
+    )
+    with capture_logs() as logs:
+        await bus.ensure_streams()
+    info = await bus.js.stream_info(name)
+    assert await storage_of(bus, name) is StorageType.FILE
+    assert info.config.max_age == CASE_STREAM.max_age  # the rest of the declaration applied
+    kept = [e for e in logs if e["event"] == "bus.stream.storage_kept"]
+    assert kept and kept[0]["stream"] == name and kept[0]["wanted"] == "memory"

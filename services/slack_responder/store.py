@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 
 import orjson
+from nats.js.api import StorageType
 from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -50,7 +51,9 @@ class ViewStore:
 
     @classmethod
     async def open(cls, bus: Bus, bucket: str = VIEWS_BUCKET) -> ViewStore:
-        return cls(await bus.key_value(bucket, ttl=VIEWS_TTL))
+        # In memory (see shared/bus.py): after a NATS restart the records are gone, and the next
+        # snapshot of a case finds its view from the agent's last click (the snapshot's view hint).
+        return cls(await bus.key_value(bucket, ttl=VIEWS_TTL, storage=StorageType.MEMORY))
 
     async def get(self, case_id: str) -> Found | None:
         found = await kv_read(self.kv, kv_key(case_id))
