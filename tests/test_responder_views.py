@@ -8,9 +8,23 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.basic_objects import JsonObject
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    ExternalDataSelectElement,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
 
 from sandbox.slack import FakeSlack, _validate_view
-from services.slack_responder import views
+from services.slack_responder import blockkit, views
 from shared import ui
 from shared.messages import (
     ActionKind,
@@ -309,3 +323,51 @@ def test_home_lists_ten_recent_cases_and_dependency_status() -> None:
     assert "user9" in text and "user10" not in text
     assert "Okta: ok" in text and "Slack: ok" in text and "NATS: connected" in text
     _validate_view(view, allowed_types=("home",))
+
+
+# -- slack_sdk validation, looked up once per class (blockkit.py) -------------------------------
+
+
+def _too_many(n: int, make: Any) -> list[Any]:
+    return [make(i) for i in range(n)]
+
+
+INVALID_OBJECTS = {
+    "button text over 75": lambda: ButtonElement(text="x" * 76, action_id="a"),
+    "button value over 2000": lambda: ButtonElement(text="x", action_id="a", value="v" * 2001),
+    "section text over 3000": lambda: SectionBlock(text="x" * 3001),
+    "section over 10 fields": lambda: SectionBlock(fields=_too_many(11, lambda i: f"f{i}")),
+    "context over 10 elements": lambda: ContextBlock(elements=_too_many(11, lambda i: MarkdownTextObject(text="x"))),
+    "actions over 25 elements": lambda: ActionsBlock(
+        elements=_too_many(26, lambda i: ButtonElement(text="x", action_id=f"a{i}"))
+    ),
+    "input label over 2000": lambda: InputBlock(label="x" * 2001, element=PlainTextInputElement(action_id="a")),
+    "external select placeholder over 150": lambda: ExternalDataSelectElement(placeholder="x" * 151, action_id="a"),
+    "confirm title over 100": lambda: ConfirmObject(title="x" * 101, text="sure?"),
+    "modal title over 24": lambda: View(type="modal", title="x" * 25, blocks=[]),
+    "modal over 100 blocks": lambda: View(type="modal", title="t", blocks=_too_many(101, lambda i: DividerBlock())),
+    "private_metadata over 3000": lambda: View(type="modal", title="t", blocks=[], private_metadata="x" * 3001),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INVALID_OBJECTS))
+def test_cached_validation_still_refuses_what_slack_would(name: str) -> None:
+    """The per-class lookup of validators runs every validator slack_sdk's own scan would."""
+    assert JsonObject.validate_json is blockkit._validate_json  # installed by importing views
+    with pytest.raises(SlackObjectFormationError):
+        INVALID_OBJECTS[name]().to_dict()
+
+
+@pytest.mark.parametrize("state", [s for s in CaseState])
+def test_cached_validation_renders_what_slack_sdk_renders(state: CaseState) -> None:
+    """Same views with slack_sdk's own scan and with the cache; the cache finds each class's validators."""
+    snap = snapshot(state, long=True, n_factors=12)
+    cached = views.render_case(snap, now=NOW)
+    blockkit.uninstall_validator_cache()
+    try:
+        original = views.render_case(snap, now=NOW)
+    finally:
+        blockkit.install_validator_cache()
+    assert cached == original
+    for cls in (View, SectionBlock, ButtonElement, ExternalDataSelectElement, ConfirmObject):
+        assert blockkit.validator_names(cls)  # each of these has length validators

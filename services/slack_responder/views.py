@@ -38,6 +38,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from services.slack_responder.blockkit import install_validator_cache
 from shared import ui
 from shared.messages import (
     ActionKind,
@@ -51,6 +52,8 @@ from shared.messages import (
     ShowTempPassword,
     UserCard,
 )
+
+install_validator_cache()  # slack_sdk validation, looked up once per class (blockkit.py)
 
 TITLE = "Helpdesk Verify"
 MAX_BLOCKS = 100
