@@ -503,22 +503,35 @@ class Subscription:
     async def _run(self) -> None:
         failures = 0
         busy = False
+        pending = 0  # what the server said was left for this consumer after the last message fetched
         while not self._stopping:
             free = self._max_in_flight - len(self._tasks)
             if free <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                # Idle, a pull lingers for a second and hands over a message the moment it arrives.
-                # Busy, nats-py's fetch can keep collecting until the batch is full or the pull
-                # expires, holding the messages it already has: measured with two worker replicas
-                # and 2,000 pushes, redeliveries came up to 0.8 s late with a 1 s pull, within
-                # 40 ms with a 0.1 s one (bench/okta_worker.py).
-                msgs = await self._psub.fetch(batch=free, timeout=BUSY_PULL_EXPIRES if busy else IDLE_PULL_EXPIRES)
+                # nats-py's fetch(batch=n) can keep the messages it has until n came or the pull
+                # expired. Asking for many while they trickled in held a command until the next one
+                # (~20 ms, every other command at 50/s after an idle spell), ~100 ms at the end of a
+                # burst, and held redeliveries up to 0.8 s with 1 s pulls (bench/okta_worker.py).
+                # So ask for one message unless more are waiting (the server's count of new ones,
+                # or redeliveries coming), then for that many. Idle, a pull lingers a second; busy,
+                # a tenth, which bounds the wait when fewer came than asked for.
+                batch = min(free, max(1, pending))
+                msgs = await self._psub.fetch(batch=batch, timeout=BUSY_PULL_EXPIRES if busy else IDLE_PULL_EXPIRES)
                 failures = 0
-                busy = True
+                busy = bool(msgs)  # an empty answer (no timeout raised) is idle too
+                last = msgs[-1].metadata if msgs else None
+                if last is None:
+                    pending = 0
+                elif (last.num_delivered or 1) > 1:
+                    # Redeliveries (a push poll's nak with delay) are not in the pending count:
+                    # more are likely due, so pull for as many as there is room for.
+                    pending = self._max_in_flight
+                else:
+                    pending = int(last.num_pending or 0)
             except (NatsTimeoutError, TimeoutError):
-                busy = False
+                busy, pending = False, 0
                 continue  # nothing pending: by design
             except asyncio.CancelledError:
                 raise

@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from nats.js.api import StorageType, StreamConfig
@@ -78,6 +79,51 @@ async def test_message_arriving_while_idle_is_handled_at_once(bus: Bus) -> None:
         done = await asyncio.wait_for(handled.get(), 5)
         assert done - sent < 0.5
     await sub.stop()
+
+
+class FetchLog:
+    """Wraps a subscription's nats-py fetch: the batch asked for and the messages got, per pull."""
+
+    def __init__(self, sub: Any) -> None:
+        self.pulls: list[tuple[int, int]] = []
+        self._fetch = sub._psub.fetch
+        sub._psub.fetch = self.fetch
+
+    async def fetch(self, batch: int, timeout: float) -> list[Any]:
+        msgs: list[Any] = await self._fetch(batch=batch, timeout=timeout)
+        self.pulls.append((batch, len(msgs)))
+        return msgs
+
+
+async def test_a_consumer_asks_for_one_message_unless_more_are_waiting(bus: Bus) -> None:
+    """Commands arriving one by one are pulled one by one; a backlog is pulled in batches.
+
+    nats-py's fetch(batch=n) keeps what it has until n messages came or the pull expired. Asking
+    for many while they trickled in held a command until the next one came (~20 ms, every other
+    command at 50/s after an idle spell) or ~100 ms (nats-py 2.16, nats-server 2.15). So a pull asks
+    for one message unless the server's pending count says more are already there.
+    """
+    handled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(msg: OpenCase, delivery: Delivery) -> None:
+        handled.put_nowait(msg.trigger_id)
+
+    sub = await bus.consume(CMD_STREAM, "one-by-one", handler, max_in_flight=64)
+    log = FetchLog(sub)
+    for n in range(4):
+        await bus.publish(open_case(f"t{n}"))
+        assert await asyncio.wait_for(handled.get(), 10) == f"t{n}"
+    assert log.pulls and all(batch == 1 for batch, got in log.pulls if got), log.pulls
+    await sub.stop()
+
+    for n in range(30):
+        await bus.publish(open_case(f"b{n}"))
+    sub = await bus.consume(CMD_STREAM, "one-by-one", handler, max_in_flight=64)
+    log = FetchLog(sub)
+    got = sorted([await asyncio.wait_for(handled.get(), 10) for _ in range(30)])
+    await sub.stop()
+    assert got == sorted(f"b{n}" for n in range(30))
+    assert max(batch for batch, _ in log.pulls) > 1 and len(log.pulls) < 30, log.pulls
 
 
 async def test_consumer_limits_follow_the_code(bus: Bus) -> None:
