@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import nats
@@ -49,7 +49,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from shared.logging import get_logger, new_unit_of_work
@@ -110,6 +110,8 @@ AUDIT_STREAM = StreamSpec("AUDIT", ["audit.>"], max_age=400 * 24 * 3600)
 STREAMS = (CMD_STREAM, JOB_STREAM, CASE_STREAM, AUDIT_STREAM)
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
+MEMORY_REFUSED = 10028  # "insufficient memory resources": the server allows no (more) memory storage
+MEMORY_HOW = "allow memory storage on the nats-server (NATS Helm chart: config.jetstream.memoryStore.enabled)"
 RESTORE_ATTEMPTS = 20  # after a reconnect, JetStream may answer "unavailable" for a moment
 IDLE_PULL_EXPIRES = 1.0  # seconds a pull request lingers while the consumer is idle
 BUSY_PULL_EXPIRES = 0.1  # and while messages keep coming (see Subscription._run)
@@ -259,7 +261,7 @@ class Bus:
         try:
             info = await self.js.stream_info(self.stream_name(spec.name))
         except NotFoundError:
-            await self.js.add_stream(config)  # a replica racing us with the same config is no error
+            await self._add_stream(config)
             return
         existing = StorageType(info.config.storage) if info.config.storage else None  # nats-py: a plain str
         if existing is not None and existing != spec.storage:
@@ -274,6 +276,17 @@ class Bus:
             )
             config = self._stream_config(spec, storage=existing)
         await self.js.update_stream(config)
+
+    async def _add_stream(self, config: StreamConfig) -> None:
+        """Create a stream (a replica racing us with the same config is no error); on file when the
+        server refuses memory storage, which the NATS Helm chart does unless memoryStore is enabled."""
+        try:
+            await self.js.add_stream(config)
+        except APIError as exc:
+            if config.storage != StorageType.MEMORY or exc.err_code != MEMORY_REFUSED:
+                raise
+            log.warning("bus.stream.memory_refused", stream=config.name, storage="file", how=MEMORY_HOW)
+            await self.js.add_stream(replace(config, storage=StorageType.FILE))
 
     async def streams_present(self) -> bool:
         try:
@@ -292,7 +305,16 @@ class Bus:
         try:
             return await self.js.key_value(bucket)
         except (BucketNotFoundError, NotFoundError):
-            return await self.js.create_key_value(self._buckets[bucket])
+            return await self._create_bucket(self._buckets[bucket])
+
+    async def _create_bucket(self, config: KeyValueConfig) -> KeyValue:
+        try:
+            return await self.js.create_key_value(config)
+        except APIError as exc:
+            if config.storage != StorageType.MEMORY or exc.err_code != MEMORY_REFUSED:
+                raise
+            log.warning("bus.bucket.memory_refused", bucket=config.bucket, storage="file", how=MEMORY_HOW)
+            return await self.js.create_key_value(replace(config, storage=StorageType.FILE))
 
     # -- after a server restart ----------------------------------------------------------------
 
@@ -330,7 +352,7 @@ class Bus:
             try:
                 await self.js.key_value(bucket)
             except (BucketNotFoundError, NotFoundError):
-                await self.js.create_key_value(config)
+                await self._create_bucket(config)
                 restored.append(bucket)
         if restored:
             log.warning("nats.topology.restored", service=self.name, restored=restored)

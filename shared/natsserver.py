@@ -49,8 +49,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedNats:
     """One nats-server process on loopback; ``restart()`` keeps its port and JetStream store."""
 
-    def __init__(self, store_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, store_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None, config: str = ""
+    ) -> None:
         self.host = host
+        self.config = config  # extra server configuration (e.g. ``jetstream { max_memory_store: 0 }``)
         self.port = port or free_port(host)
         self.monitor_port = free_port(host)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -71,8 +74,14 @@ class EmbeddedNats:
     async def start(self, ready_timeout: float = 10.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         binary = find_nats_server()
+        extra: list[str] = []
+        if self.config:
+            path = self.store_dir / "server.conf"
+            path.write_text(self.config)
+            extra = ["-c", str(path)]
         self._proc = await asyncio.create_subprocess_exec(
             binary,
+            *extra,
             "-js",
             "-a",
             self.host,

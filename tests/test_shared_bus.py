@@ -402,3 +402,29 @@ async def test_a_stream_from_before_keeps_its_storage_with_a_warning(bus: Bus) -
     assert info.config.max_age == CASE_STREAM.max_age  # the rest of the declaration applied
     kept = [e for e in logs if e["event"] == "bus.stream.storage_kept"]
     assert kept and kept[0]["stream"] == name and kept[0]["wanted"] == "memory"
+
+
+async def test_a_server_without_memory_storage_gets_file_streams(settings: Settings) -> None:
+    """The NATS Helm chart sets max_memory_store 0 unless memoryStore is enabled: the services still
+    start, on file, and say what to change."""
+    async with EmbeddedNats(config="jetstream { max_memory_store: 0 }") as server:
+        on_server = settings.model_copy(update={"nats_url": server.url})
+        bus = await Bus.connect(on_server, name="test")
+        try:
+            with capture_logs() as logs:
+                await bus.ensure_streams()
+                views = await bus.key_value("views", storage=StorageType.MEMORY)
+            assert await storage_of(bus, bus.stream_name(CMD_STREAM.name)) is StorageType.FILE
+            assert await storage_of(bus, bus.stream_name(CASE_STREAM.name)) is StorageType.FILE
+            assert await storage_of(bus, f"KV_{bus.bucket_name('views')}") is StorageType.FILE
+            await views.put("case", b"shown")
+            assert await bus.publish(open_case("on-file"))
+            refused = {e.get("stream") or e.get("bucket") for e in logs if e["event"].endswith("memory_refused")}
+            assert refused == {
+                bus.stream_name(CMD_STREAM.name),
+                bus.stream_name(CASE_STREAM.name),
+                bus.bucket_name("views"),
+            }
+            assert all("memoryStore" in e["how"] for e in logs if e["event"].endswith("memory_refused"))
+        finally:
+            await bus.close()
