@@ -59,6 +59,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R")
 
 
 class BusError(RuntimeError):
@@ -278,15 +279,19 @@ class Bus:
         await self.js.update_stream(config)
 
     async def _add_stream(self, config: StreamConfig) -> None:
-        """Create a stream (a replica racing us with the same config is no error); on file when the
-        server refuses memory storage, which the NATS Helm chart does unless memoryStore is enabled."""
+        """Create a stream; a replica racing us with the same config is no error."""
+        await self._memory_or_file(self.js.add_stream, config, stream=config.name)
+
+    async def _memory_or_file(self, create: Callable[[Any], Awaitable[R]], config: Any, **where: Any) -> R:
+        """``create(config)``, on file when the server refuses memory storage, which the NATS Helm
+        chart does unless memoryStore is enabled."""
         try:
-            await self.js.add_stream(config)
+            return await create(config)
         except APIError as exc:
             if config.storage != StorageType.MEMORY or exc.err_code != MEMORY_REFUSED:
                 raise
-            log.warning("bus.stream.memory_refused", stream=config.name, storage="file", how=MEMORY_HOW)
-            await self.js.add_stream(replace(config, storage=StorageType.FILE))
+            log.warning("bus.memory_refused", storage="file", how=MEMORY_HOW, **where)
+            return await create(replace(config, storage=StorageType.FILE))
 
     async def streams_present(self) -> bool:
         try:
@@ -308,13 +313,7 @@ class Bus:
             return await self._create_bucket(self._buckets[bucket])
 
     async def _create_bucket(self, config: KeyValueConfig) -> KeyValue:
-        try:
-            return await self.js.create_key_value(config)
-        except APIError as exc:
-            if config.storage != StorageType.MEMORY or exc.err_code != MEMORY_REFUSED:
-                raise
-            log.warning("bus.bucket.memory_refused", bucket=config.bucket, storage="file", how=MEMORY_HOW)
-            return await self.js.create_key_value(replace(config, storage=StorageType.FILE))
+        return await self._memory_or_file(self.js.create_key_value, config, bucket=config.bucket)
 
     # -- after a server restart ----------------------------------------------------------------
 
@@ -346,7 +345,7 @@ class Bus:
             try:
                 await self.js.stream_info(name)
             except NotFoundError:
-                await self._ensure_stream(spec)
+                await self._add_stream(self._stream_config(spec))
                 restored.append(name)
         for bucket, config in list(self._buckets.items()):
             try:

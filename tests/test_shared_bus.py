@@ -419,12 +419,12 @@ async def test_a_server_without_memory_storage_gets_file_streams(settings: Setti
             assert await storage_of(bus, f"KV_{bus.bucket_name('views')}") is StorageType.FILE
             await views.put("case", b"shown")
             assert await bus.publish(open_case("on-file"))
-            refused = {e.get("stream") or e.get("bucket") for e in logs if e["event"].endswith("memory_refused")}
+            refused = {e.get("stream") or e.get("bucket") for e in logs if e["event"] == "bus.memory_refused"}
             assert refused == {
                 bus.stream_name(CMD_STREAM.name),
                 bus.stream_name(CASE_STREAM.name),
                 bus.bucket_name("views"),
             }
-            assert all("memoryStore" in e["how"] for e in logs if e["event"].endswith("memory_refused"))
+            assert all("memoryStore" in e["how"] for e in logs if e["event"] == "bus.memory_refused")
         finally:
             await bus.close()
