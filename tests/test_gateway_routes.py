@@ -67,9 +67,8 @@ from shared.ui import (
     CALLBACK_CASE,
     CALLBACK_CODE,
 )
-from tests.conftest import CASE_SECRET, SIGNING_SECRET
+from tests.conftest import BOT_TOKEN, CASE_SECRET, SIGNING_SECRET
 
-BOT_TOKEN = "xoxb-test-token-0000"
 ANY_AGENT = Actor(user_id="U_ANY")
 CASE_ID = "c_gateway_1"
 
@@ -184,11 +183,9 @@ class Workspace:
 
 
 @pytest.fixture
-async def fake_slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(bot_token=BOT_TOKEN)
-    await fake.start()
-    yield fake
-    await fake.stop()
+def fake_slack(slack: FakeSlack) -> FakeSlack:
+    """conftest's fake Slack, under the name these tests (and the outage tests) use."""
+    return slack
 
 
 @pytest.fixture
