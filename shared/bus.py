@@ -116,6 +116,7 @@ MEMORY_HOW = "allow memory storage on the nats-server (NATS Helm chart: config.j
 RESTORE_ATTEMPTS = 20  # after a reconnect, JetStream may answer "unavailable" for a moment
 IDLE_PULL_EXPIRES = 1.0  # seconds a pull request lingers while the consumer is idle
 BUSY_PULL_EXPIRES = 0.1  # and while messages keep coming (see Subscription._run)
+KV_STREAM = "KV_{bucket}"  # the stream behind a KV bucket, as every NATS client names it
 
 
 @dataclass
@@ -304,13 +305,23 @@ class Bus:
     async def key_value(
         self, name: str, ttl: float | None = None, history: int = 1, storage: StorageType = StorageType.FILE
     ) -> KeyValue:
-        """The KV bucket ``name`` (namespaced), created on first use; an existing one is used as it is."""
+        """The KV bucket ``name`` (namespaced), created on first use; an existing one is used as it is,
+        with direct reads turned on if it was created without them."""
         bucket = self.bucket_name(name)
-        self._buckets[bucket] = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=storage)
+        # Direct reads, as the Go client and `nats kv add` create buckets: a `get` is answered with the
+        # raw message ($JS.API.DIRECT.GET) instead of JSON with the value in base64, ~70 µs less each.
+        self._buckets[bucket] = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, storage=storage, direct=True)
         try:
-            return await self.js.key_value(bucket)
-        except (BucketNotFoundError, NotFoundError):
+            info = await self.js.stream_info(KV_STREAM.format(bucket=bucket))
+        except NotFoundError:
             return await self._create_bucket(self._buckets[bucket])
+        if not info.config.allow_direct:
+            try:
+                await self.js.update_stream(replace(info.config, allow_direct=True))
+                log.info("bus.bucket.direct_reads_on", bucket=bucket)
+            except APIError as exc:  # reads still work, through the JSON API
+                log.warning("bus.bucket.direct_reads_refused", bucket=bucket, error=exc.description)
+        return await self.js.key_value(bucket)
 
     async def _create_bucket(self, config: KeyValueConfig) -> KeyValue:
         return await self._memory_or_file(self.js.create_key_value, config, bucket=config.bucket)

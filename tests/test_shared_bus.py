@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from structlog.testing import capture_logs
 
@@ -347,6 +347,24 @@ async def test_storage_follows_what_must_outlive_a_restart(bus: Bus) -> None:
     await bus.key_value("views", storage=StorageType.MEMORY)
     assert await storage_of(bus, f"KV_{bus.bucket_name('cases')}") is StorageType.FILE
     assert await storage_of(bus, f"KV_{bus.bucket_name('views')}") is StorageType.MEMORY
+
+
+async def test_buckets_answer_reads_directly_old_ones_included(bus: Bus) -> None:
+    """A get is a direct read (raw message, no JSON API), for new buckets and for one created before."""
+    fresh = await bus.key_value("views", storage=StorageType.MEMORY)
+    assert (await bus.js.stream_info(f"KV_{bus.bucket_name('views')}")).config.allow_direct is True
+    await fresh.put("case", b"on screen")
+    assert (await fresh.get("case")).value == b"on screen"
+
+    old = await bus.js.create_key_value(KeyValueConfig(bucket=bus.bucket_name("cases"), ttl=60))
+    await old.put("case", b"kept")
+    assert (await bus.js.stream_info(f"KV_{bus.bucket_name('cases')}")).config.allow_direct is False
+    with capture_logs() as logs:
+        reopened = await bus.key_value("cases", ttl=60)
+    info = await bus.js.stream_info(f"KV_{bus.bucket_name('cases')}")
+    assert info.config.allow_direct is True and info.config.max_age == 60
+    assert (await reopened.get("case")).value == b"kept"
+    assert [e["bucket"] for e in logs if e["event"] == "bus.bucket.direct_reads_on"] == [bus.bucket_name("cases")]
 
 
 async def test_memory_streams_and_buckets_come_back_after_a_server_restart(
