@@ -316,6 +316,9 @@ class CaseSnapshot(Message):
     agent: Actor
     case_token: str
     trigger_id: str | None = None  # set while the modal has not been opened yet
+    # The snapshot published as the case was created: nothing can have been rendered for it, so the
+    # responder opens the modal without first looking for a view (one NATS round trip less per case).
+    first: bool = False
     channel_id: str | None = None  # where the agent opened the case (OpenCase.channel_id), if known
     view: ViewRef | None = None
     query: str = ""

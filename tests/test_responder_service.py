@@ -128,6 +128,38 @@ async def test_stale_snapshots_are_dropped(service: ResponderService, bus: Bus, 
     assert record is not None and record[0].revision == 4
 
 
+async def test_a_first_snapshot_opens_without_a_lookup_and_delivered_again_is_not_reopened(
+    service: ResponderService, bus: Bus, slack: FakeSlack
+) -> None:
+    """The snapshot published as the case was created goes straight to views.open (nothing to look
+    up); the same snapshot delivered again looks first, finds the modal open and leaves it."""
+    assert service.responder is not None
+    store = service.responder.store
+    lookups: list[str] = []
+    real_get = store.get
+
+    async def counted_get(case_id: str) -> Any:
+        lookups.append(case_id)
+        return await real_get(case_id)
+
+    store.get = counted_get  # type: ignore[method-assign]
+    trigger = slack.issue_trigger(AGENT_USER_ID)
+    first = snap(2, CaseState.SEARCHING, trigger_id=trigger, first=True)
+    await publish(bus, first)
+    await until(slack, lambda: trigger in slack._trigger_views)
+    assert lookups == []  # any lookup would have come before views.open
+    store.get = real_get  # type: ignore[method-assign]
+    await service.responder.wait_until_rendered("case-1", 5.0)
+    record = await store.get("case-1")
+    assert record is not None and record[0].revision == 2
+    assert record[0].view_id == slack._trigger_views[trigger]
+
+    store.get = counted_get  # type: ignore[method-assign]
+    outcome = await service.responder.render_snapshot(first, redelivered=True)
+    assert outcome.result == "stale" and lookups == ["case-1"]
+    assert view_methods(slack) == ["views.open"]
+
+
 async def test_updates_carry_the_last_hash_and_retry_after_hash_conflict(
     service: ResponderService, bus: Bus, slack: FakeSlack
 ) -> None:

@@ -264,8 +264,9 @@ async def test_open_shows_checking_view_then_search(settings: Settings, bus: Bus
         snap = await h.open()
         assert snap.state == CaseState.SEARCHING
         first = min((s for s in h.snapshots if s.case_id == snap.case_id), key=lambda s: s.revision)
-        assert first.state == CaseState.OPENED and first.trigger_id
+        assert first.state == CaseState.OPENED and first.trigger_id and first.first
         assert snap.trigger_id  # no command has shown a view yet
+        assert not snap.first  # only the snapshot published as the case was created is marked first
         await h.audit("case.opened", snap.case_id)
         selected = await h.select(snap, ALICE)
         assert selected.trigger_id is None and selected.view == VIEW
@@ -279,7 +280,7 @@ async def test_an_agent_authorized_a_moment_ago_opens_straight_on_the_search(set
         again = await h.open()
         await h.audit("case.opened", again.case_id)
         mine = [s for s in h.snapshots if s.case_id == again.case_id]
-        assert [(s.state, bool(s.trigger_id)) for s in mine] == [(CaseState.SEARCHING, True)]
+        assert [(s.state, bool(s.trigger_id), s.first) for s in mine] == [(CaseState.SEARCHING, True, True)]
         assert len(h.okta.calls) == okta_calls
         selected = await h.select(again, ALICE)  # and it goes on as usual
         assert selected.state == CaseState.FACTORS
@@ -307,6 +308,7 @@ async def test_redelivered_open_reuses_the_case(settings: Settings, bus: Bus) ->
         await h.wait(lambda: sum(1 for a in h.audits if a.action == "case.opened") >= 1)
         assert {s.case_id for s in h.snapshots} == {snap.case_id}
         assert sum(1 for a in h.audits if a.action == "case.opened") == 1
+        assert sum(1 for s in h.snapshots if s.first) == 1  # the redelivery's snapshot may find a view open
 
 
 # ------------------------------------------------------------------------------------------- search

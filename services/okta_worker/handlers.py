@@ -291,10 +291,14 @@ class WorkerContext:
 
     # -- publishing -------------------------------------------------------------------------------
 
-    async def publish_case(self, case: Case) -> None:
+    async def publish_case(self, case: Case, *, first: bool = False) -> None:
+        """The case's snapshot; ``first`` only for the one published as the case was created."""
         if case.secret_revision == case.revision:
             return  # the revision of a one-time secret: the responder shows it from ShowTempPassword only
-        await self.bus.publish(self.engine.snapshot(case), msg_id=f"{case.case_id}:{case.revision}")
+        snapshot = self.engine.snapshot(case)
+        if first:
+            snapshot = snapshot.model_copy(update={"first": True})
+        await self.bus.publish(snapshot, msg_id=f"{case.case_id}:{case.revision}")
 
     async def audit(
         self,
@@ -467,7 +471,7 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
     if (known := cached_authorization(ctx, cmd.agent)) is not None:
         case = ctx.engine.authorized(case, *known, now)
     if await ctx.store.create(case):
-        await ctx.publish_case(case)
+        await ctx.publish_case(case, first=True)
         await ctx.remember(case)
         await ctx.audit(case, "case.opened", "info", source=cmd.source, channel_id=cmd.channel_id)
         if case.state == CaseState.SEARCHING:

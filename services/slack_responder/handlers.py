@@ -112,16 +112,19 @@ class Responder:
     async def on_case_message(self, message: Message, delivery: Delivery) -> None:
         """Consumer handler of ``helpdesk.case.>``: snapshots and App Home snapshots."""
         if isinstance(message, CaseSnapshot):
-            await self.render_snapshot(message)
+            await self.render_snapshot(message, redelivered=delivery.num_delivered > 1)
         elif isinstance(message, HomeSnapshot):
             await self.publish_home(message)
         else:
             raise Unprocessable(f"unexpected message {type(message).__name__} on the case stream")
 
-    async def render_snapshot(self, snapshot: CaseSnapshot) -> Outcome:
+    async def render_snapshot(self, snapshot: CaseSnapshot, *, redelivered: bool = False) -> Outcome:
         """Render one snapshot (open or update), in case order; ``RetryLater`` if Slack is down."""
         async with self.case_locks.hold(snapshot.case_id):
-            outcome = await self._render_locked(snapshot)
+            # A case's first snapshot, delivered once, has no view to look up: views.open goes out
+            # without the KV round trip. Delivered again, it may have been opened: look.
+            look = not snapshot.first or redelivered
+            outcome = await self._render_locked(snapshot, look=look)
         metrics.RENDERS.labels(snapshot.state.value, outcome.result).inc()
         if outcome.result in {"opened", "updated"}:
             metrics.SNAPSHOT_LAG.observe(max(0.0, (self.clock() - snapshot.updated_at).total_seconds()))
@@ -135,8 +138,8 @@ class Responder:
         )
         return outcome
 
-    async def _render_locked(self, snapshot: CaseSnapshot, refresh: bool = False) -> Outcome:
-        found = await self.store.get(snapshot.case_id)
+    async def _render_locked(self, snapshot: CaseSnapshot, refresh: bool = False, look: bool = True) -> Outcome:
+        found = await self.store.get(snapshot.case_id) if look or refresh else None
         record = found[0] if found else None
         if refresh and record is None:
             return Outcome("stale")
