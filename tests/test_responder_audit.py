@@ -106,9 +106,18 @@ async def test_a_modal_opened_and_closed_posts_nothing(service: ResponderService
     await open_view(bus, slack)
     await open_view(bus, slack, case_id="case-denied")
     delivery = Delivery(subject="audit.case", num_delivered=1)
-    for e in [event("case.opened", "info", target=None), event("case.closed", "info", target=None)]:
-        await service.audit.on_event(e, delivery)
-    assert audit_messages(slack) == []
+    reads: list[str] = []
+    real_get = service.audit.kv.get
+
+    async def counted_get(key: str) -> Any:
+        reads.append(key)
+        return await real_get(key)
+
+    service.audit.kv.get = counted_get  # type: ignore[method-assign]
+    await service.audit.on_event(event("case.opened", "info", target=None), delivery)
+    assert reads == []  # every case opens: that event is dropped without a KV read
+    await service.audit.on_event(event("case.closed", "info", target=None), delivery)
+    assert audit_messages(slack) == [] and len(reads) == 1
     await service.audit.on_event(event("case.denied", "denied", target=None, case_id="case-denied"), delivery)
     parent, reply = audit_messages(slack)
     assert "not authorized" in parent["text"] and "denied" in reply["text"]
