@@ -49,7 +49,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from shared.logging import get_logger, new_unit_of_work
@@ -114,8 +114,9 @@ _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
 MEMORY_REFUSED = 10028  # "insufficient memory resources": the server allows no (more) memory storage
 MEMORY_HOW = "allow memory storage on the nats-server (NATS Helm chart: config.jetstream.memoryStore.enabled)"
 RESTORE_ATTEMPTS = 20  # after a reconnect, JetStream may answer "unavailable" for a moment
-IDLE_PULL_EXPIRES = 1.0  # seconds a pull request lingers while the consumer is idle
-BUSY_PULL_EXPIRES = 0.1  # and while messages keep coming (see Subscription._run)
+PULL_EXPIRES = 1.0  # seconds a pull request stays open on the server (then a 408 ends it)
+PULL_SILENCE = 1.5  # seconds without a word on an open pull: it was lost (a reconnect), ask again
+JS_API = "$JS.API"  # the JetStream API prefix (nats-py's default, which the bus uses)
 KV_STREAM = "KV_{bucket}"  # the stream behind a KV bucket, as every NATS client names it
 
 
@@ -515,11 +516,14 @@ class Subscription:
             filter_subject=subject,
             deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
         )
-        self._slots = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._psub: Any = None
+        self._inbox: Any = None  # the core subscription the pulled messages arrive on
+        self._open_for = 0  # messages the open pull may still bring (0: no pull open)
+        self._pull_ended = asyncio.Event()
+        self._trouble: tuple[str, bool] | None = None  # why the last pull ended badly; is the durable gone
+        self._next_subject = f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._stopping = False
         self.log = log.bind(consumer=durable, stream=stream)
 
@@ -528,61 +532,87 @@ class Subscription:
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.durable}")
 
     async def _subscribe(self) -> None:
-        # Create or update the durable first, so a changed limit (max_ack_pending…) takes effect, then bind.
+        # Create or update the durable, so a changed limit (max_ack_pending…) takes effect.
         await self.bus.js.add_consumer(self.stream, self.config)
-        self._psub = await self.bus.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        if self._inbox is None:
+            self._inbox = await self.bus.nc.subscribe(self.bus.nc.new_inbox(), cb=self._arrived)
+
+    async def _pull(self, batch: int) -> None:
+        """Ask the consumer for up to ``batch`` messages, each sent to the inbox as soon as it is there."""
+        request = f'{{"batch":{batch},"expires":{int(PULL_EXPIRES * 1e9)}}}'.encode()
+        await self.bus.nc.publish(self._next_subject, request, reply=self._inbox.subject)
 
     async def _run(self) -> None:
+        """One pull request open at a time, for as many messages as there are free slots; each
+        message is handled the moment it arrives, and the next pull goes out when this one ends.
+
+        nats-py's fetch(batch=n) keeps what it has until n messages came or the pull expired: asking
+        for many while they trickled in held a command until the next one (~20 ms, every other
+        command at 50/s after an idle spell). Asking for one at a time instead cost a pull request
+        per message.
+        """
         failures = 0
-        busy = False
-        pending = 0  # what the server said was left for this consumer after the last message fetched
         while not self._stopping:
+            if self._trouble is not None:
+                (error, gone), self._trouble = self._trouble, None
+                failures = await self._failed(failures, error, gone=gone)
+                continue
             free = self._max_in_flight - len(self._tasks)
             if free <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
+            self._pull_ended.clear()
+            self._open_for = free
             try:
-                # nats-py's fetch(batch=n) can keep the messages it has until n came or the pull
-                # expired. Asking for many while they trickled in held a command until the next one
-                # (~20 ms, every other command at 50/s after an idle spell), ~100 ms at the end of a
-                # burst, and held redeliveries up to 0.8 s with 1 s pulls (bench/okta_worker.py).
-                # So ask for one message unless more are waiting (the server's count of new ones,
-                # or redeliveries coming), then for that many. Idle, a pull lingers a second; busy,
-                # a tenth, which bounds the wait when fewer came than asked for.
-                batch = min(free, max(1, pending))
-                msgs = await self._psub.fetch(batch=batch, timeout=BUSY_PULL_EXPIRES if busy else IDLE_PULL_EXPIRES)
-                failures = 0
-                busy = bool(msgs)  # an empty answer (no timeout raised) is idle too
-                last = msgs[-1].metadata if msgs else None
-                if last is None:
-                    pending = 0
-                elif (last.num_delivered or 1) > 1:
-                    # Redeliveries (a push poll's nak with delay) are not in the pending count:
-                    # more are likely due, so pull for as many as there is room for.
-                    pending = self._max_in_flight
-                else:
-                    pending = int(last.num_pending or 0)
-            except (NatsTimeoutError, TimeoutError):
-                busy, pending = False, 0
-                continue  # nothing pending: by design
+                await self._pull(free)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                self.log.warning("bus.fetch.failed", error=type(exc).__name__, failures=failures)
-                await asyncio.sleep(min(0.2 * failures, 2.0))
-                # No one answers the pull when the durable is gone (a memory stream after a server
-                # restart); a pull subscription may also stop after one (nats.py #504): re-create it.
-                if (failures >= 3 or isinstance(exc, ServiceUnavailableError)) and self.bus.is_connected:
-                    with contextlib.suppress(Exception):
-                        await self._psub.unsubscribe()
-                    with contextlib.suppress(Exception):
-                        await self._subscribe()
+                self._open_for = 0
+                failures = await self._failed(failures, type(exc).__name__)
                 continue
-            for msg in msgs:
-                task = asyncio.create_task(self._settle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            try:
+                # The server ends every pull within PULL_EXPIRES; no word at all means it was lost.
+                await asyncio.wait_for(self._pull_ended.wait(), PULL_SILENCE)
+            except TimeoutError:
+                self._open_for = 0
+                failures = await self._failed(failures, "pull lost")
+                continue
+            if self._trouble is None:
+                failures = 0
+
+    async def _arrived(self, msg: Msg) -> None:
+        """The inbox's callback: start a handler for a message; note the end of the pull."""
+        headers = msg.headers or {}
+        status = headers.get("Status") if not msg.reply else None  # a status has no ack subject
+        if status is None:
+            task = asyncio.create_task(self._settle(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._open_for -= 1
+            if self._open_for > 0:
+                return
+        elif status == "100":
+            return  # a heartbeat (none is asked for)
+        elif status == "503":
+            # No one answers for the consumer: the durable is gone (a memory stream after a server
+            # restart). Declare it again at once.
+            self._trouble = ("consumer missing", True)
+        elif status not in ("404", "408"):  # 408: the pull expired; 409: consumer deleted, leader change…
+            self._trouble = (f"{status} {headers.get('Description', '')}".strip(), False)
+        self._open_for = 0
+        self._pull_ended.set()
+
+    async def _failed(self, failures: int, error: str, *, gone: bool = False) -> int:
+        """Log, pause and, after a few failures in a row (at once if the durable is gone), declare
+        the durable again."""
+        failures += 1
+        self.log.warning("bus.fetch.failed", error=error, failures=failures)
+        await asyncio.sleep(min(0.2 * failures, 2.0))  # a retry pace, not a synchronisation wait
+        if (failures >= 3 or gone) and self.bus.is_connected:
+            with contextlib.suppress(Exception):
+                await self._subscribe()
+        return failures
 
     async def _settle(self, msg: Msg) -> None:
         headers = dict(msg.headers or {})
@@ -640,9 +670,9 @@ class Subscription:
         # Acks are fire-and-forget publishes: flush so the server has them before we go.
         with contextlib.suppress(Exception):
             await self.bus.nc.flush(timeout=2)
-        if self._psub is not None:
+        if self._inbox is not None:
             with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
+                await self._inbox.unsubscribe()
         if self in self.bus._subscriptions:
             self.bus._subscriptions.remove(self)
 

@@ -1,6 +1,7 @@
 """The bus against a real nats-server: dedupe, settle policies, request/reply, KV and limits."""
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from shared.bus import (
     CASE_STREAM,
     CMD_STREAM,
     JOB_STREAM,
+    PULL_EXPIRES,
     Bus,
     BusUnavailable,
     Delivery,
@@ -81,49 +83,66 @@ async def test_message_arriving_while_idle_is_handled_at_once(bus: Bus) -> None:
     await sub.stop()
 
 
-class FetchLog:
-    """Wraps a subscription's nats-py fetch: the batch asked for and the messages got, per pull."""
+class PullLog:
+    """The pull requests a consumer sends, seen by a second subscriber on the consumer's API subject."""
 
-    def __init__(self, sub: Any) -> None:
-        self.pulls: list[tuple[int, int]] = []
-        self._fetch = sub._psub.fetch
-        sub._psub.fetch = self.fetch
+    def __init__(self) -> None:
+        self.batches: list[int] = []
 
-    async def fetch(self, batch: int, timeout: float) -> list[Any]:
-        msgs: list[Any] = await self._fetch(batch=batch, timeout=timeout)
-        self.pulls.append((batch, len(msgs)))
-        return msgs
+    @classmethod
+    async def watch(cls, bus: Bus, stream: str, durable: str) -> "PullLog":
+        log = cls()
+
+        async def seen(msg: Any) -> None:
+            log.batches.append(json.loads(msg.data)["batch"])
+
+        await bus.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{bus.stream_name(stream)}.{durable}", cb=seen)
+        await bus.nc.flush()
+        return log
 
 
-async def test_a_consumer_asks_for_one_message_unless_more_are_waiting(bus: Bus) -> None:
-    """Commands arriving one by one are pulled one by one; a backlog is pulled in batches.
-
-    nats-py's fetch(batch=n) keeps what it has until n messages came or the pull expired. Asking
-    for many while they trickled in held a command until the next one came (~20 ms, every other
-    command at 50/s after an idle spell) or ~100 ms (nats-py 2.16, nats-server 2.15). So a pull asks
-    for one message unless the server's pending count says more are already there.
-    """
+async def test_one_open_pull_brings_each_message_as_it_arrives(bus: Bus) -> None:
+    """A consumer keeps one pull request open for as many messages as it has room for: messages that
+    trickle in are handled one by one as they come, without a pull request each (which doubled the
+    server's CPU per message), and a backlog comes in pulls no larger than the free slots."""
     handled: asyncio.Queue[str] = asyncio.Queue()
+    held: list[str] = []
+    full, release = asyncio.Event(), asyncio.Event()
 
     async def handler(msg: OpenCase, delivery: Delivery) -> None:
+        if msg.trigger_id.startswith("b"):
+            held.append(msg.trigger_id)
+            if len(held) == 8:
+                full.set()
+            await release.wait()
         handled.put_nowait(msg.trigger_id)
 
-    sub = await bus.consume(CMD_STREAM, "one-by-one", handler, max_in_flight=64)
-    log = FetchLog(sub)
+    pulls = await PullLog.watch(bus, CMD_STREAM.name, "streaming")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sub = await bus.consume(CMD_STREAM, "streaming", handler, max_in_flight=64)
     for n in range(4):
         await bus.publish(open_case(f"t{n}"))
         assert await asyncio.wait_for(handled.get(), 10) == f"t{n}"
-    assert log.pulls and all(batch == 1 for batch, got in log.pulls if got), log.pulls
+    elapsed = loop.time() - started
+    assert pulls.batches[0] == 64
+    # A pull ends when it has brought 64 messages or after PULL_EXPIRES (1 s): never one per message.
+    assert len(pulls.batches) <= 1 + int(elapsed / PULL_EXPIRES), (pulls.batches, elapsed)
     await sub.stop()
 
     for n in range(30):
         await bus.publish(open_case(f"b{n}"))
-    sub = await bus.consume(CMD_STREAM, "one-by-one", handler, max_in_flight=64)
-    log = FetchLog(sub)
+    pulls.batches.clear()
+    sub = await bus.consume(CMD_STREAM, "streaming", handler, max_in_flight=8)
+    await asyncio.wait_for(full.wait(), 10)
+    # Eight handlers busy: the server was asked for eight, so the other 22 wait on its side.
+    info = await bus.js.consumer_info(bus.stream_name(CMD_STREAM.name), "streaming")
+    assert (info.num_ack_pending, info.num_pending) == (8, 22)
+    release.set()
     got = sorted([await asyncio.wait_for(handled.get(), 10) for _ in range(30)])
     await sub.stop()
     assert got == sorted(f"b{n}" for n in range(30))
-    assert max(batch for batch, _ in log.pulls) > 1 and len(log.pulls) < 30, log.pulls
+    assert all(batch <= 8 for batch in pulls.batches), pulls.batches
 
 
 async def test_consumer_limits_follow_the_code(bus: Bus) -> None:
