@@ -576,7 +576,8 @@ class Subscription:
                 await asyncio.wait_for(self._pull_ended.wait(), PULL_SILENCE)
             except TimeoutError:
                 self._open_for = 0
-                failures = await self._failed(failures, "pull lost")
+                if self.bus.is_connected:  # while reconnecting, the next pull waits in nats-py's buffer
+                    failures = await self._failed(failures, "pull lost")
                 continue
             if self._trouble is None:
                 failures = 0
@@ -586,6 +587,9 @@ class Subscription:
         headers = msg.headers or {}
         status = headers.get("Status") if not msg.reply else None  # a status has no ack subject
         if status is None:
+            if self._stopping:  # the pull outlived the loop: hand the message straight back
+                await _quietly(msg.nak())
+                return
             task = asyncio.create_task(self._settle(msg))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
