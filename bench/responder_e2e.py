@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import gc
 import hashlib
 import hmac
@@ -98,13 +99,23 @@ def fakes_process(slack_port: int, okta_port: int, agents: int, ready: Any) -> N
         methods = slack._methods
         views_open, views_update = methods["views.open"], methods["views.update"]
 
-        # The arrival time of each call, kept only when the fake accepted it (an expired trigger is no open).
+        # The arrival time of each call (stamped before the fake parses anything), kept only when the
+        # fake accepted it (an expired trigger is no open).
+        arrival: contextvars.ContextVar[float] = contextvars.ContextVar("arrival")
+
+        @web.middleware
+        async def stamp(request: web.Request, handler: Any) -> web.StreamResponse:
+            arrival.set(time.time())
+            return await handler(request)
+
+        slack.app.middlewares.insert(0, stamp)
+
         def shows_search(args: dict[str, Any]) -> bool:
             view = args.get("view", "")
             return f'"{BLOCK_USER_SEARCH}"' in (view if isinstance(view, str) else orjson.dumps(view).decode())
 
         async def timed_open(args: dict[str, Any]) -> web.Response:
-            arrived = time.time()
+            arrived = arrival.get()
             response = await views_open(args)
             trigger_id = str(args.get("trigger_id", ""))
             opened.setdefault(trigger_id, arrived)
@@ -113,7 +124,7 @@ def fakes_process(slack_port: int, okta_port: int, agents: int, ready: Any) -> N
             return response
 
         async def timed_update(args: dict[str, Any]) -> web.Response:
-            arrived = time.time()
+            arrived = arrival.get()
             response = await views_update(args)
             if shows_search(args):
                 updated.setdefault(str(args.get("view_id", "")), arrived)
