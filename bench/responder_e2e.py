@@ -335,6 +335,13 @@ def load_process(
 # ---------------------------------------------------------------------- the conductor
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(stolen, all) CPU ticks of the whole machine so far (``/proc/stat``: user … steal)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:9]]
+    return values[7], sum(values)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -359,9 +366,9 @@ async def run_rate(
         assert kind == "start"
         watched = {**pids, "load generator": proc.pid}
         await asyncio.sleep(max(0.0, start - time.time()))
-        before, t0 = cpu_all(watched), time.time()
+        before, t0, ticks0 = cpu_all(watched), time.time(), machine_ticks()
         await asyncio.sleep(max(0.0, start + seconds - time.time()))
-        after, window = cpu_all(watched), time.time() - t0
+        after, window, ticks1 = cpu_all(watched), time.time() - t0, machine_ticks()
         kind, result = await loop.run_in_executor(None, ours.recv)
         assert kind == "done"
     finally:
@@ -383,6 +390,10 @@ async def run_rate(
     lines.append("        open p99 per second: " + " ".join(f"{v:.0f}" for v in result["by_second_p99"]) + " ms")
     usage = "  ".join(f"{name} {100 * (after[name] - before[name]) / window:5.1f}" for name in watched)
     lines.append(f"        cpu % of one core: {usage}")
+    # On a shared VM the hypervisor lends the CPUs to other guests at times: the same run then
+    # queues longer. Steal is the share of the machine's CPU time this guest did not get.
+    stolen, total = ticks1[0] - ticks0[0], ticks1[1] - ticks0[1]
+    lines.append(f"        steal: {100 * stolen / max(1, total):.1f} % of the machine's CPU time")
     return lines
 
 
