@@ -49,7 +49,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from shared.logging import get_logger, new_unit_of_work
@@ -334,6 +334,12 @@ class Bus:
         if self._restoring is None or self._restoring.done():
             self._restoring = asyncio.create_task(self._restore_with_retries(), name=f"restore:{self.name}")
 
+    async def restore_now(self) -> None:
+        """Declare again what the server lost, now, joining a restore already on its way."""
+        self.restore_in_background()
+        assert self._restoring is not None
+        await asyncio.shield(self._restoring)
+
     async def _restore_with_retries(self) -> None:
         for attempt in range(1, RESTORE_ATTEMPTS + 1):
             try:
@@ -381,16 +387,22 @@ class Bus:
 
     async def publish(self, message: Message, msg_id: str | None = None, timeout: float = 2.0) -> bool:
         """Publish to JetStream; ``msg_id`` deduplicates within 2 minutes. Returns False for a duplicate."""
-        try:
-            ack = await self.js.publish(
-                self.subject(message.subject()),
-                message.encode(),
-                timeout=timeout,
-                headers=self._headers(message, msg_id),
-            )
-        except (NatsTimeoutError, NoRespondersError, ConnectionClosedError, TimeoutError) as exc:
-            raise BusUnavailable(f"publish to {message.subject()} failed: {type(exc).__name__}") from None
-        return not ack.duplicate
+        subject, data, headers = self.subject(message.subject()), message.encode(), self._headers(message, msg_id)
+        for attempt in (1, 2):
+            try:
+                ack = await self.js.publish(subject, data, timeout=timeout, headers=headers)
+            except NoStreamResponseError:
+                # No stream took it: a restarted server that has not got its memory streams back
+                # yet (the reconnect's restore may still be on its way). Restore now, try once more.
+                if attempt == 2:
+                    raise BusUnavailable(f"publish to {message.subject()} failed: no stream") from None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.restore_now(), timeout)
+                continue
+            except (NatsTimeoutError, NoRespondersError, ConnectionClosedError, TimeoutError) as exc:
+                raise BusUnavailable(f"publish to {message.subject()} failed: {type(exc).__name__}") from None
+            return not ack.duplicate
+        raise AssertionError("unreachable")
 
     async def request(self, message: Message, reply_type: type[M], timeout: float = 2.0) -> M:
         """Core request/reply with a deadline; ``BusUnavailable`` on timeout or no responders."""

@@ -425,6 +425,24 @@ async def test_memory_streams_and_buckets_come_back_after_a_server_restart(
     await sub.stop()
 
 
+async def test_a_publish_that_finds_no_stream_declares_it_again(settings: Settings, bus: Bus) -> None:
+    """Just after a server restart the memory streams may not be back yet: the first command then
+    still goes through, because the bus declares its streams again and retries once. A stream this
+    process never declared stays a clear BusUnavailable."""
+    name = bus.stream_name(CMD_STREAM.name)
+    await bus.js.delete_stream(name)
+    assert await bus.publish(open_case("first-after-restart"))
+    info = await bus.js.stream_info(name)
+    assert info.state.messages == 1 and StorageType(info.config.storage) is StorageType.MEMORY
+
+    stranger = await Bus.connect(settings.model_copy(update={"nats_prefix": "nostream"}), name="stranger")
+    try:
+        with pytest.raises(BusUnavailable, match="no stream"):
+            await stranger.publish(open_case("nowhere"))
+    finally:
+        await stranger.close()
+
+
 async def test_a_stream_from_before_keeps_its_storage_with_a_warning(bus: Bus) -> None:
     """NATS cannot change storage in place: an existing file-backed stream is kept and updated."""
     name = bus.stream_name(CASE_STREAM.name)
