@@ -557,10 +557,11 @@ class CaseEngine:
         if case.state == CaseState.FAILED:
             raise CaseRefused("This verification failed. Start a new case to try again.", "failed")
 
-    def snapshot(self, case: Case) -> CaseSnapshot:
+    def snapshot(self, case: Case, first: bool = False) -> CaseSnapshot:
         return CaseSnapshot(
             case_id=case.case_id,
             revision=case.revision,
+            first=first,
             state=case.state,
             agent=case.agent,
             case_token=case.case_token,

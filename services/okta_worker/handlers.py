@@ -295,10 +295,7 @@ class WorkerContext:
         """The case's snapshot; ``first`` only for the one published as the case was created."""
         if case.secret_revision == case.revision:
             return  # the revision of a one-time secret: the responder shows it from ShowTempPassword only
-        snapshot = self.engine.snapshot(case)
-        if first:
-            snapshot = snapshot.model_copy(update={"first": True})
-        await self.bus.publish(snapshot, msg_id=f"{case.case_id}:{case.revision}")
+        await self.bus.publish(self.engine.snapshot(case, first=first), msg_id=f"{case.case_id}:{case.revision}")
 
     async def audit(
         self,

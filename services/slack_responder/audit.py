@@ -223,13 +223,10 @@ class AuditThreads:
 
     async def _in_thread(self, event: AuditEvent) -> None:
         assert event.case_id is not None
-        if event.action == "case.opened" and is_routine(event):
-            # Every case's first event: no thread exists yet and a routine one starts none, so the
-            # busiest event needs no KV read.
-            metrics.AUDIT_POSTS.labels("not_posted").inc()
-            return
         key = kv_key(event.case_id)
-        current = await self._get(key)
+        # A routine case.opened, every case's first event, can find no thread: the busiest event
+        # needs no KV read.
+        current = None if event.action == "case.opened" and is_routine(event) else await self._get(key)
         if current is not None and event.event_id in current[0].seen:
             return
         if current is None and is_routine(event):

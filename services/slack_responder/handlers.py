@@ -139,7 +139,7 @@ class Responder:
         return outcome
 
     async def _render_locked(self, snapshot: CaseSnapshot, refresh: bool = False, look: bool = True) -> Outcome:
-        found = await self.store.get(snapshot.case_id) if look or refresh else None
+        found = await self.store.get(snapshot.case_id) if look else None
         record = found[0] if found else None
         if refresh and record is None:
             return Outcome("stale")
