@@ -108,7 +108,9 @@ CASE_STREAM = StreamSpec(
     "HELPDESK_CASE", ["helpdesk.case.>"], storage=StorageType.MEMORY, max_age=3600, max_bytes=MEMORY_STREAM_MAX_BYTES
 )
 AUDIT_STREAM = StreamSpec("AUDIT", ["audit.>"], max_age=400 * 24 * 3600)
-STREAMS = (CMD_STREAM, JOB_STREAM, CASE_STREAM, AUDIT_STREAM)
+# Messages to approvers, target users and security: on file, a restart must not drop one.
+NOTIFY_STREAM = StreamSpec("HELPDESK_NOTIFY", ["helpdesk.notify.>"], max_age=24 * 3600)
+STREAMS = (CMD_STREAM, JOB_STREAM, CASE_STREAM, AUDIT_STREAM, NOTIFY_STREAM)
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
 MEMORY_REFUSED = 10028  # "insufficient memory resources": the server allows no (more) memory storage

@@ -102,7 +102,8 @@ class ActionKind(StrEnum):
     RESET_FACTOR = "reset_factor"
     RESET_ALL_FACTORS = "reset_all_factors"
     UNLOCK = "unlock"
-    REVOKE_SESSIONS = "revoke_sessions"
+    REVOKE_SESSIONS = "revoke_sessions"  # Okta sessions and OAuth tokens (oauthTokens=true)
+    TEMP_ACCESS_CODE = "temp_access_code"  # Okta Temporary Access Code, where the org has the authenticator
 
 
 class CaseState(StrEnum):
@@ -119,6 +120,30 @@ class CaseState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({CaseState.DENIED, CaseState.CLOSED})
+
+
+class AssuranceLevel(StrEnum):
+    """How much a verified factor proves (``services/okta_worker/policy.py`` says which is which)."""
+
+    STRONG = "strong"  # Okta Verify push with number matching, TOTP, hardware token
+    POSSESSION = "possession"  # SMS, voice, email code: SIM swap and forwarding defeat them
+    WEAK = "weak"  # security question, profile attribute: never enough alone
+
+
+class ApprovalStatus(StrEnum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    USED = "used"  # approved, then spent on the action it was for (single use)
+
+
+class MessageRef(BaseModel):
+    """A Slack message we posted (or that was clicked): its channel and ``ts``, to update it later."""
+
+    model_config = ConfigDict(frozen=True)
+    channel: str
+    ts: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +206,38 @@ class RunAction(Command):
     factor_id: str | None = None  # for RESET_FACTOR
 
 
+class StepUp(Command):
+    """ "Verify another factor": back to the factor list, keeping what the case has verified so far."""
+
+    SUBJECT = "helpdesk.cmd.step_up"
+
+
+class RequestApproval(Command):
+    """Ask a second person to approve ``action`` (four eyes); the proofs must already suffice."""
+
+    SUBJECT = "helpdesk.cmd.request_approval"
+    action: ActionKind
+    factor_id: str | None = None  # for RESET_FACTOR
+
+
+class DecideApproval(Command):
+    """Approve or Deny clicked on an approval message. ``agent`` is the approver, not the case's agent;
+    ``approval_token`` (signed, from the button) names the case and the approval; no case token."""
+
+    SUBJECT = "helpdesk.cmd.decide_approval"
+    approval_token: str
+    approve: bool
+    message: MessageRef | None = None
+
+
+class ReportNotMe(Command):
+    """ "This wasn't me" clicked by the target user on the notice DM; ``notice_token`` is signed."""
+
+    SUBJECT = "helpdesk.cmd.not_me"
+    notice_token: str
+    message: MessageRef | None = None
+
+
 class RefreshCase(Command):
     """Render the case again (after a one-time secret was shown, the agent clicks "Done")."""
 
@@ -209,6 +266,10 @@ COMMANDS: tuple[type[Command], ...] = (
     RefreshCase,
     CloseCase,
     HomeOpened,
+    StepUp,
+    RequestApproval,
+    DecideApproval,
+    ReportNotMe,
 )
 
 
@@ -280,6 +341,58 @@ class ChallengeInfo(BaseModel):
     can_resend: bool = False
 
 
+class Proof(BaseModel):
+    """One factor verified in a case: what it proves and until when it counts."""
+
+    model_config = ConfigDict(frozen=True)
+    factor_id: str
+    factor_type: str
+    label: str
+    level: AssuranceLevel
+    channel: str  # push, totp, token, sms, voice, email, question, attribute: "different channels" compares these
+    at: datetime
+    expires_at: datetime
+
+
+class RiskSummary(BaseModel):
+    """What Okta says about the target before verifying: the System Log of the last days, user risk, age."""
+
+    model_config = ConfigDict(frozen=True)
+    level: Literal["high", "medium", "low", "unknown"]
+    signals: list[str] = Field(default_factory=list)  # short lines for the agent, never a secret
+    checked_at: datetime
+    note: str | None = None  # e.g. "The System Log could not be read in time."
+
+
+class ApprovalInfo(BaseModel):
+    """The four-eyes approval of one action on a case."""
+
+    model_config = ConfigDict(frozen=True)
+    approval_id: str
+    action: ActionKind
+    factor_id: str | None = None
+    status: ApprovalStatus
+    approver: Literal["agent", "manager"] = "agent"
+    requested_by: str  # Slack user id of the case's agent
+    requested_at: datetime
+    expires_at: datetime
+    decided_by: str | None = None  # Slack user id
+    decided_at: datetime | None = None
+
+
+class ActionGate(BaseModel):
+    """One action as the policy sees it now: allowed, or what it still needs."""
+
+    model_config = ConfigDict(frozen=True)
+    action: ActionKind
+    allowed: bool
+    needs: str  # "a strong factor, or two possession factors on different channels, + an approval"
+    has: str  # "SMS" / "nothing yet"
+    missing: str | None = None  # "a strong factor" / "an approval": None when allowed
+    approval_needed: bool = False  # the proofs suffice and only an approval is missing
+    approval: ApprovalInfo | None = None
+
+
 class VerifiedInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
     by_agent: str
@@ -333,6 +446,13 @@ class CaseSnapshot(Message):
     denial_reason: str | None = None
     admin_url: str | None = None  # the target in the Okta Admin Console
     escalation: str | None = None  # why actions are not offered (protected user)
+    proofs: list[Proof] = Field(default_factory=list)  # every factor verified in this case, still valid or not
+    assurance: str = "nothing verified"  # the assurance reached, e.g. "strong (Okta Verify push)"
+    gates: list[ActionGate] = Field(default_factory=list)  # each offered action, allowed or what it needs
+    risk: RiskSummary | None = None
+    approval: ApprovalInfo | None = None  # the latest approval of the case
+    disputed: bool = False  # the user said "This wasn't me"
+    tac_available: bool = False
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -353,6 +473,66 @@ class HomeSnapshot(Message):
     recent: list[RecentCase] = Field(default_factory=list)
     okta_status: str = "unknown"
     okta_checked_at: datetime | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Notifications: okta_worker → slack_responder (JetStream stream HELPDESK_NOTIFY, file storage):
+# messages to people other than the agent. Never a secret in them.
+
+
+class ApprovalNotice(Message):
+    """Post (``REQUESTED``) or update (any other status, ``message`` set) an approval request.
+
+    Posted in ``channel_id`` (SLACK_APPROVALS_CHANNEL), or as a DM to ``manager_email`` when the
+    policy says ``approver = "manager"``. The Approve / Deny buttons carry ``approval_token``.
+    """
+
+    SUBJECT = "helpdesk.notify.approval"
+    case_id: str
+    approval: ApprovalInfo
+    approval_token: str
+    requester: Actor
+    requester_email: str | None = None
+    target: UserCard
+    assurance: str
+    risk: RiskSummary | None = None
+    action_label: str
+    channel_id: str | None = None
+    manager_email: str | None = None
+    message: MessageRef | None = None  # the posted request, when it is to be updated
+    note: str | None = None  # why the decision was refused, shown under the request
+
+
+class TargetNotice(Message):
+    """A DM to the target user after a change to their account, with a "This wasn't me" button."""
+
+    SUBJECT = "helpdesk.notify.user"
+    case_id: str
+    target_email: str
+    target_name: str
+    changes: list[str]  # what the help desk did, one line each
+    agent: Actor
+    agent_email: str | None = None
+    at: datetime
+    notice_token: str
+    disputed: bool = False  # after the click: update ``message`` to say what happened
+    message: MessageRef | None = None
+
+
+class SecurityNotice(Message):
+    """Something a person must look at: an escalation of a protected user, a dispute, a push rejected."""
+
+    SUBJECT = "helpdesk.notify.security"
+    case_id: str
+    kind: Literal["escalation", "disputed", "push_rejected", "tampered"]
+    text: str
+    agent: Actor | None = None
+    target: UserCard | None = None
+    admin_url: str | None = None
+    channel_id: str  # SLACK_APPROVALS_CHANNEL for an escalation, else SLACK_SECURITY_CHANNEL
+
+
+NOTICES: tuple[type[Message], ...] = (ApprovalNotice, TargetNotice, SecurityNotice)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +578,8 @@ class SlackUserInfo(Message):
 
 
 class ShowTempPassword(Message):
-    """The one message that carries a temporary password: worker → responder, request/reply only."""
+    """The one message that carries a one-time secret (a temporary password or a Temporary Access Code):
+    worker → responder, request/reply only."""
 
     SUBJECT = "helpdesk.render.temp_password"
     case_id: str
@@ -408,6 +589,8 @@ class ShowTempPassword(Message):
     target_login: str
     temp_password: Secret
     case_token: str
+    kind: Literal["temp_password", "temp_access_code"] = "temp_password"
+    expires_at: datetime | None = None  # a Temporary Access Code's end
 
 
 class RenderAck(Message):
@@ -444,6 +627,7 @@ class AuditEvent(Message):
 
 _MESSAGE_TYPES: tuple[type[Message], ...] = (
     *COMMANDS,
+    *NOTICES,
     PollPush,
     CaseSnapshot,
     HomeSnapshot,

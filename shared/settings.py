@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = SLACK_API_URL
     slack_audit_channel: str | None = None
+    slack_approvals_channel: str | None = None  # four-eyes requests and escalations of protected users
+    slack_security_channel: str | None = None  # security alerts (default: the audit channel)
     slack_command: str = "/helpdesk"
 
     # Okta
@@ -57,8 +59,10 @@ class Settings(BaseSettings):
     okta_private_key: SecretStr | None = None  # PEM text or a path to a PEM file
     okta_key_id: str | None = None
     okta_dpop: bool = False
-    okta_helpdesk_group: str = "Helpdesk"
+    okta_helpdesk_group: str = "Helpdesk"  # a group id (00g…) or the exact name of one group of OKTA_GROUP_TYPE
     okta_protected_groups: CommaList = Field(default_factory=list)
+    okta_group_type: str = "OKTA_GROUP"  # names resolve among groups of this type only (APP_GROUPs carry any name)
+    okta_logs_per_minute: int = 10  # System Log reads for risk, shared by every worker replica
     okta_verify_attributes: CommaList = Field(default_factory=list)
     okta_admin_url: str | None = None  # Admin Console origin for deep links (default: derived from org)
 
@@ -73,6 +77,10 @@ class Settings(BaseSettings):
     push_poll_interval: float = 3.0
     push_max_wait: int = 300
     helpdesk_mode: Literal["full", "verify-only"] = "full"
+    helpdesk_policy: Path | None = None  # the assurance policy (TOML); unset → the built-in defaults
+    risk_lookback_days: int = 7  # how far back the System Log is read when a user is picked
+    risk_cache_seconds: int = 300  # a user's risk is read at most this often, across replicas
+    notify_target_user: bool = True  # DM the user after a change to their account ("This wasn't me")
 
     # Telephony inline hook
     telephony_hook_auth: SecretStr | None = None

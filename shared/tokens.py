@@ -53,7 +53,9 @@ class CaseTokens:
     def __repr__(self) -> str:
         return f"CaseTokens(ttl={self.ttl})"
 
-    def issue(self, case_id: str, agent_id: str, now: float | None = None) -> str:
+    def issue(self, case_id: str, agent_id: str, now: float | None = None, ttl: int | None = None) -> str:
+        """A token for ``case_id`` and ``agent_id`` (a Slack user id, or ``approval:<id>`` / ``target:<Okta id>``
+        for the buttons of an approval request and of the target's notice)."""
         now = time.time() if now is None else now
         claims = {
             "iss": ISSUER,
@@ -61,7 +63,7 @@ class CaseTokens:
             "sub": case_id,
             "agt": agent_id,
             "iat": int(now),
-            "exp": int(now + self.ttl),
+            "exp": int(now + (self.ttl if ttl is None else ttl)),
         }
         return jwt.encode(claims, self._secret, algorithm="HS256")
 

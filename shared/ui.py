@@ -6,7 +6,9 @@ Modal ``callback_id`` says what a ``view_submission`` carries:
 ``CALLBACK_CODE`` (digits, checked at the gateway), ``CALLBACK_ANSWER`` (free text: security
 question or profile attribute); every other state uses ``CALLBACK_CASE`` and has no submit button.
 Button values: ``ACTION_CHALLENGE`` → factor id (``attr:<name>`` for a profile-attribute check);
-``ACTION_RUN`` → an ``ActionKind`` value, or ``reset_factor:<factor id>``.
+``ACTION_RUN`` and ``ACTION_REQUEST_APPROVAL`` → an ``ActionKind`` value, or ``reset_factor:<factor id>``;
+``ACTION_APPROVE`` / ``ACTION_DENY`` → a signed approval token; ``ACTION_NOT_ME`` → a signed notice token.
+Signed tokens are :class:`shared.tokens.CaseTokens` whose agent is ``approval:<id>`` or ``target:<Okta id>``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,27 @@ from __future__ import annotations
 SHORTCUT_CALLBACK = "request_access"  # the global shortcut of the original Workflows app: keep it
 
 CALLBACK_CASE = "helpdesk_case"
-CALLBACK_CODE = "helpdesk_code"
+CALLBACK_CODE = "helpdesk_code"  # a one-time code of digits (SMS, voice, email, TOTP): CODE_MIN..MAX_LENGTH
+CALLBACK_TOKEN_CODE = "helpdesk_token_code"  # RSA SecurID / Symantec VIP passcode: TOKEN_CODE digits
+CALLBACK_YUBIKEY = "helpdesk_yubikey"  # a YubiKey OTP: 44 ModHex characters
 CALLBACK_ANSWER = "helpdesk_answer"
-CALLBACKS = frozenset({CALLBACK_CASE, CALLBACK_CODE, CALLBACK_ANSWER})
+CODE_CALLBACKS = frozenset({CALLBACK_CODE, CALLBACK_TOKEN_CODE, CALLBACK_YUBIKEY})
+CALLBACKS = frozenset({CALLBACK_CASE, CALLBACK_ANSWER, *CODE_CALLBACKS})
+
+TOKEN_CODE_MIN_LENGTH = 6  # Symantec VIP: 6 digits; RSA SecurID: PIN (4-8) + tokencode (6-8), Okta's example 10
+TOKEN_CODE_MAX_LENGTH = 16
+YUBIKEY_OTP_LENGTH = 44
+MODHEX = frozenset("cbdefghijklnrtuv")
+
+
+def code_callback(factor_type: str, provider: str = "") -> str:
+    """The code view's callback id for a factor: it tells the gateway which shape of code to accept."""
+    if factor_type == "token:hardware":
+        return CALLBACK_YUBIKEY
+    if factor_type == "token":
+        return CALLBACK_TOKEN_CODE
+    return CALLBACK_CODE
+
 
 BLOCK_USER_SEARCH = "user_search"
 ACTION_SELECT_USER = "select_user"  # external_select; selected_option.value = Okta user id
@@ -32,6 +52,13 @@ ACTION_REFRESH = "refresh_case"  # e.g. "Done" under a temporary password: show 
 ACTION_CLOSE = "close_case"
 ACTION_START = "start_verification"  # App Home button and the "open again" button of an ephemeral
 ACTION_OPEN_ADMIN = "open_admin_console"  # a URL button; Slack still sends block_actions: ignore it
+ACTION_STEP_UP = "step_up"  # "Verify another factor" in the verified view → StepUp
+ACTION_REQUEST_APPROVAL = "request_approval"  # value: an ActionKind value, or reset_factor:<factor id>
+# On an approval message (not a view): value = the signed approval token → DecideApproval.
+ACTION_APPROVE = "approval_approve"
+ACTION_DENY = "approval_deny"
+# On the DM to the target user: value = the signed notice token → ReportNotMe.
+ACTION_NOT_ME = "report_not_me"
 
 RESET_FACTOR_PREFIX = "reset_factor:"
 ATTRIBUTE_PREFIX = "attr:"
