@@ -323,6 +323,7 @@ class FactorOption(BaseModel):
     usable: bool = True
     reason: str | None = None  # why it cannot be used here
     weak: bool = False
+    level: AssuranceLevel | None = None  # what verifying it proves (None: unusable here)
 
 
 class ChallengeInfo(BaseModel):
