@@ -41,7 +41,7 @@ from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta, PushOutcome
 from services.okta_worker.app import OktaWorkerService
 from services.okta_worker.case import Case, CaseEngine
 from services.okta_worker.factors import describe
-from services.okta_worker.handlers import CASES_BUCKET
+from services.okta_worker.store import CASES_BUCKET
 from shared.bus import Bus
 from shared.logging import configure_logging
 from shared.messages import Actor, CaseState, PollPush, UserCard

@@ -5,6 +5,7 @@ helpdesk gateway             # one service, for containers (also okta-worker, sl
 helpdesk demo                # everything against the sandbox fakes, no credentials, prints a transcript
 helpdesk manifest --base-url https://helpdesk.example.com
 helpdesk check               # pings NATS, Slack, Okta and the SMS provider with the configured settings
+helpdesk policy              # the effective assurance policy (HELPDESK_POLICY, or the defaults)
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("--base-url", help="public HTTPS origin of the gateway, e.g. https://helpdesk.example.com")
     manifest.add_argument("--socket-mode", action="store_true", help="no public URL: Socket Mode with SLACK_APP_TOKEN")
     sub.add_parser("check", help="ping every configured dependency")
+    policy = sub.add_parser(
+        "policy", help="print the effective assurance policy: which proof each action needs (HELPDESK_POLICY)"
+    )
+    policy.add_argument(
+        "--file", action="store_true", help="print the policy file itself (the defaults: a file to start from)"
+    )
     return parser
 
 
@@ -72,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # pydantic's ValidationError names the variable and the problem
         print(f"helpdesk: invalid settings: {exc}", file=sys.stderr)
         return 2
+    if args.command == "policy":
+        from services.okta_worker.policy import PolicyError, load_policy
+
+        try:
+            policy = load_policy(settings.helpdesk_policy, settings.case_verified_ttl)
+        except PolicyError as exc:
+            print(f"helpdesk: {exc}", file=sys.stderr)
+            return 2
+        print(policy.text if args.file else policy.describe())
+        return 0
     if args.command == "demo":
         from helpdesk.demo import run_demo
 
@@ -82,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_async(run_check(settings))
     from helpdesk.runner import ServiceGroup, service_names
+    from services.okta_worker.authz import GroupConfigError
+    from services.okta_worker.policy import PolicyError
 
     try:
         run_async(ServiceGroup(settings, service_names(args.command)).run_until_signal())
-    except MissingSetting as exc:
+    except (MissingSetting, PolicyError, GroupConfigError) as exc:
         print(f"helpdesk: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,11 +22,21 @@ Auth: `Authorization: SSWS <api_token>`, or `Bearer <token>` issued by `POST /oa
 (client credentials + private_key_jwt against keys from `register_client`), or `DPoP <token>`
 plus a `DPoP` proof when the token is DPoP-bound (`require_dpop = True`). Bearer/DPoP tokens
 are held to their scopes: reads need `okta.users.read` (or `okta.users.manage`), every write
-`okta.users.manage`, group reads `okta.groups.read`.
+`okta.users.manage`, group reads `okta.groups.read`, the System Log `okta.logs.read`, user risk
+`okta.userRisk.read`, the authenticator list `okta.authenticators.read`.
+
+Assurance signals: `GET /api/v1/logs` (System Log: since/until/filter/q/limit/sortOrder, its own
+rate-limit bucket of `logs_rate_limit` a minute) holds the fake's own mutations as Okta logs them
+(factor deactivate / reset_all, reset_password, session end, a denied push) plus what
+`add_log_event` seeds; `GET /users/{id}/risk` answers `set_user_risk` (or 403/404 with `itp=False`);
+`POST /users/{id}/authenticator-enrollments/tac` issues Temporary Access Codes (`issued_tacs`);
+`DELETE /users/{id}/sessions` records its `oauthTokens` flag in `revoked_sessions`.
 
 Scenario switches: `push_outcome` / `default_push_outcome` / `resolve_push`, `set_passcode`,
-`rate_limit_next`, `fail_next`, `hang_next`, `require_dpop`, `expire_access_tokens`, an injectable
-`clock` (`ManualClock`) for throttles and expiry without sleeping.
+`rate_limit_next`, `fail_next`, `hang_next` (`path_prefix="/api/v1/logs"` for a slow System Log),
+`require_dpop`, `expire_access_tokens`, `itp` / `no_itp_status`, `tac` / `tac_status` /
+`tac_config`, `api_token_owner`, an injectable `clock` (`ManualClock`) for throttles and expiry
+without sleeping.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import re
 import secrets
 import string
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,7 +67,10 @@ from sandbox.base import FakeService, json_response
 __all__ = [
     "DEFAULT_API_TOKEN",
     "KNOWN_SCOPES",
+    "TAC_AUTHENTICATOR_ID",
     "FakeOkta",
+    "IssuedTac",
+    "LogEvent",
     "ManualClock",
     "OktaFactor",
     "OktaGroup",
@@ -67,7 +81,14 @@ __all__ = [
 ]
 
 DEFAULT_API_TOKEN = "00sandbox-okta-api-token"
-KNOWN_SCOPES: tuple[str, ...] = ("okta.users.read", "okta.users.manage", "okta.groups.read")
+KNOWN_SCOPES: tuple[str, ...] = (
+    "okta.users.read",
+    "okta.users.manage",
+    "okta.groups.read",
+    "okta.logs.read",
+    "okta.userRisk.read",
+    "okta.authenticators.read",
+)
 TOKEN_PATH = "/oauth2/v1/token"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
@@ -85,6 +106,62 @@ USER_STATUSES = frozenset(
     }
 )
 FINAL_PUSH_RESULTS = frozenset({"SUCCESS", "REJECTED", "TIMEOUT"})
+GROUP_TYPES = frozenset({"OKTA_GROUP", "APP_GROUP", "BUILT_IN"})
+RISK_LEVELS = frozenset({"HIGH", "MEDIUM", "LOW", "NONE"})
+LOG_OUTCOMES = frozenset(
+    {
+        "SUCCESS",
+        "FAILURE",
+        "SKIPPED",
+        "ALLOW",
+        "DENY",
+        "CHALLENGE",
+        "UNKNOWN",
+        "RATE_LIMIT",
+        "DEFERRED",
+        "SCHEDULED",
+        "ABANDONED",
+        "UNANSWERED",
+    }
+)
+LOG_SEVERITIES = frozenset({"DEBUG", "INFO", "WARN", "ERROR"})
+LOG_RETENTION = 90 * 86400.0  # the System Log keeps 90 days
+LOG_DEFAULT_WINDOW = 7 * 86400.0  # `since` defaults to `until` minus 7 days
+# displayMessage Okta shows for the event types the fake writes or tests commonly seed.
+LOG_DISPLAY_MESSAGES: dict[str, str] = {
+    "user.mfa.factor.deactivate": "Reset factor for user",
+    "user.mfa.factor.reset_all": "Reset all factors for user",
+    "user.mfa.factor.activate": "Activate factor for user",
+    "user.mfa.okta_verify.deny_push": "User rejected Okta push verify",
+    "user.account.reset_password": "Reset password for user",
+    "user.account.update_password": "User update password for Okta",
+    "user.account.update_profile": "Update user profile for Okta",
+    "user.session.end": "User logout from Okta",
+    "user.session.start": "User login to Okta",
+    "user.authentication.auth_via_mfa": "Authentication of user via MFA",
+    "user.risk.detect": "User risk detected",
+    "user.risk.change": "User risk changed",
+}
+# How the System Log names each factor type's enrollment when it is an event target.
+FACTOR_DISPLAY_NAMES: dict[str, str] = {
+    "push": "Okta Verify",
+    "signed_nonce": "Okta Verify",
+    "sms": "Phone",
+    "call": "Phone",
+    "email": "Email",
+    "token:software:totp": "Google Authenticator",
+    "token:hardware": "YubiKey",
+    "token:hotp": "Custom HOTP",
+    "token": "RSA SecurID",
+    "question": "Security Question",
+    "webauthn": "Security Key or Biometric",
+    "u2f": "Security Key or Biometric",
+    "web": "Duo Security",
+}
+DEFAULT_LOG_IP = "198.51.100.23"
+DEFAULT_LOG_COUNTRY = "United States"
+TAC_AUTHENTICATOR_ID = "autsandboxtac0000001"
+_TAC_SPECIALS = "!@#$%^&*"
 OTP_FACTORS = frozenset({"sms", "call", "email"})
 TOKEN_FACTORS = frozenset({"token:software:totp", "token:hardware", "token:hotp", "token"})
 # How long after a challenge the next one for the same factor is refused, and with which code.
@@ -114,6 +191,9 @@ FACTOR_DEFAULTS: dict[str, tuple[str, str, str]] = {
     "web": ("DUO", "DUO", "dsf"),
 }
 _ID_ALPHABET = string.ascii_letters + string.digits
+_ORG_CREATED = 1_709_283_600.0  # 2024-03-01T09:00:00Z, when the org's authenticators were set up
+_API_TOKEN_ID = "00Tsandboxapitoken01"
+_AD_APP_ID = "0oasandboxadapp00001"  # the Active Directory app APP_GROUPs are imported from
 
 
 def _new_id(prefix: str) -> str:
@@ -198,14 +278,24 @@ class OktaUser:
     active_sessions: int = 1
     failed_factor_attempts: int = 0
     factor_locked: bool = False
+    risk_level: str = "NONE"  # what GET /users/{id}/risk answers (see `set_user_risk`)
+    risk_reason: str | None = None
+    tac: IssuedTac | None = None  # the one valid Temporary Access Code, if any
 
     @property
     def login(self) -> str:
         return str(self.profile["login"])
 
+    @property
+    def display_name(self) -> str:
+        names = (self.profile.get("firstName"), self.profile.get("lastName"))
+        return " ".join(str(n) for n in names if n) or self.login
+
 
 @dataclass
 class OktaGroup:
+    """A group; `group_type` is Okta's `type` (OKTA_GROUP, APP_GROUP imported from a directory, BUILT_IN)."""
+
     id: str
     name: str
     description: str = ""
@@ -214,6 +304,45 @@ class OktaGroup:
     created: float = 0.0
     last_updated: float = 0.0
     last_membership_updated: float = 0.0
+    profile_extra: dict[str, Any] = field(default_factory=dict)  # e.g. an AD group's dn, samAccountName
+
+
+@dataclass
+class LogEvent:
+    """One System Log event; `actor` and `target` hold the JSON objects Okta shows (id, type, alternateId...)."""
+
+    uuid: str
+    published: float
+    event_type: str
+    display_message: str
+    actor: dict[str, Any]
+    target: list[dict[str, Any]]
+    outcome: str = "SUCCESS"
+    reason: str | None = None
+    severity: str = "INFO"
+    ip_address: str = DEFAULT_LOG_IP
+    country: str | None = DEFAULT_LOG_COUNTRY
+    user_agent: str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 Chrome/127.0.0.0"
+    is_proxy: bool | None = False
+    risk: dict[str, Any] | None = None
+    user_behaviors: list[dict[str, Any]] | None = None
+    debug_data: dict[str, Any] = field(default_factory=dict)
+    transaction_id: str = ""
+    transaction_detail: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0  # order among events published in the same millisecond
+
+
+@dataclass(frozen=True)
+class IssuedTac:
+    """A Temporary Access Code the fake issued (`FakeOkta.issued_tacs`), so tests can check it."""
+
+    user_id: str
+    enrollment_id: str
+    code: str
+    ttl_minutes: int
+    multi_use: bool
+    created: float
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -247,6 +376,7 @@ class PushTransaction:
     result: str | None = None  # set once final (or by resolve_push)
     cancelled: bool = False
     user_agent: str = ""
+    logged: bool = False  # a denial is written to the System Log once
 
 
 @dataclass(frozen=True)
@@ -354,8 +484,13 @@ def _scim_tokens(text: str) -> list[tuple[str, Any]]:
 
 
 def _attr(doc: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path; through an array (a log event's `target`) it is the list of values."""
     node: Any = doc
     for part in path.split("."):
+        if isinstance(node, list):
+            values = [item[part] for item in node if isinstance(item, Mapping) and item.get(part) is not None]
+            node = values or None
+            continue
         if not isinstance(node, Mapping) or part not in node:
             return None
         node = node[part]
@@ -363,6 +498,8 @@ def _attr(doc: Mapping[str, Any], path: str) -> Any:
 
 
 def _compare(op: str, actual: Any, expected: Any) -> bool:
+    if op == "ne":
+        return not _compare("eq", actual, expected)
     if actual is None:
         return False
     if isinstance(actual, list):
@@ -386,6 +523,8 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
         return left_s.startswith(right_s)
     if op == "co":
         return right_s in left_s
+    if op == "ew":
+        return left_s.endswith(right_s)
     return {"gt": left_s > right_s, "ge": left_s >= right_s, "lt": left_s < right_s, "le": left_s <= right_s}[op]
 
 
@@ -395,6 +534,40 @@ def parse_search(text: str) -> Predicate:
     Supports `eq sw co pr gt ge lt le`, `and` (binds tighter) / `or`, parentheses, quoted strings
     with escapes, `true`/`false`/`null`/numbers. Raises `_SearchError` for anything else.
     """
+
+    def check(attribute: str, op: str) -> None:
+        if op == "co" and attribute not in _CO_ATTRIBUTES:
+            raise _SearchError("co is only supported on firstName, lastName, email and login")
+
+    return _parse_scim(text, _SCIM_OPS, check)
+
+
+_LOG_FILTER_OPS = frozenset({*_SCIM_OPS, "ne", "ew"})
+_LOG_NO_CO = frozenset({"debugContext.debugData.url", "debugContext.debugData.requestUri"})
+
+
+def parse_log_filter(text: str) -> Predicate:
+    """Compile a System Log `filter=` expression into a predicate over LogEvent JSON.
+
+    Okta accepts every SCIM operator except `[ ]` here (`eq ne co sw ew pr gt ge lt le`, `and`,
+    `or`, parentheses); `published` can't be filtered (use since/until), nor can `co` be used on
+    `debugContext.debugData.url` / `requestUri`. Array attributes such as `target.id` match when
+    any element matches. Raises `_SearchError` for anything else.
+    """
+
+    def check(attribute: str, op: str) -> None:
+        if "[" in attribute or "]" in attribute:
+            raise _SearchError("complex attribute filters ([ ]) are not supported")
+        if attribute == "published":
+            raise _SearchError("published can't be filtered: use since and until")
+        if op == "co" and attribute in _LOG_NO_CO:
+            raise _SearchError(f"co is not supported on {attribute}")
+
+    return _parse_scim(text, _LOG_FILTER_OPS, check)
+
+
+def _parse_scim(text: str, operators: frozenset[str], check: Callable[[str, str], None]) -> Predicate:
+    """The shared SCIM filter parser; `check(attribute, op)` raises for what one API refuses."""
     tokens = _scim_tokens(text)
     pos = 0
 
@@ -436,13 +609,12 @@ def parse_search(text: str) -> Predicate:
         attribute = str(value)
         pos += 1
         op = peek_word()
-        if op not in _SCIM_OPS:
+        if op is None or op not in operators:
             raise _SearchError(f"unsupported operator {op!r}")
         pos += 1
+        check(attribute, op)
         if op == "pr":
             return lambda d: _attr(d, attribute) not in (None, "", [])
-        if op == "co" and attribute not in _CO_ATTRIBUTES:
-            raise _SearchError("co is only supported on firstName, lastName, email and login")
         if pos >= len(tokens):
             raise _SearchError("missing value")
         vkind, raw = tokens[pos]
@@ -454,6 +626,8 @@ def parse_search(text: str) -> Predicate:
             if literal in ("true", "false"):
                 expected = literal == "true"
             elif literal == "null":
+                if op == "ne":
+                    return lambda d: _attr(d, attribute) is not None
                 return lambda d: _attr(d, attribute) is None if op == "eq" else False
             else:
                 try:
@@ -485,6 +659,11 @@ class _Scripted:
 class _Principal:
     kind: str  # "ssws", "bearer" or "dpop"
     scopes: tuple[str, ...] | None  # None: an API token, which carries its admin's full rights
+    client_id: str | None = None  # the service app of a Bearer/DPoP token
+
+
+PRINCIPAL = web.RequestKey("okta_principal", _Principal)
+REQUEST_ID = web.RequestKey("okta_request_id", str)  # also the X-Okta-Request-Id and the log's transaction id
 
 
 class FakeOkta(FakeService):
@@ -495,6 +674,12 @@ class FakeOkta(FakeService):
         clock: seconds since the epoch; inject a `ManualClock` to drive throttles and expiry.
         rate_limit: `X-Rate-Limit-Limit` per one-minute window, counted separately for
             `/api/v1/*` and the token endpoint; exceeding it answers 429 E0000047.
+        logs_rate_limit: the per-minute limit of `/api/v1/logs`, its own bucket as in Okta
+            (default 20, the lowest tier: a free developer org).
+        itp: the org has Identity Threat Protection, so `GET /users/{id}/risk` answers. Without it
+            the route answers `no_itp_status` (403 E0000006 by default, or 404 E0000007): what a
+            real org answers there is undocumented, so clients must treat both as "unknown".
+        tac: the org has an ACTIVE Temporary Access Code authenticator (`TAC_AUTHENTICATOR_ID`).
     """
 
     def __init__(
@@ -503,11 +688,29 @@ class FakeOkta(FakeService):
         *,
         clock: Callable[[], float] = time.time,
         rate_limit: int = 600,
+        logs_rate_limit: int = 20,
+        itp: bool = True,
+        tac: bool = True,
     ) -> None:
         super().__init__()
         self.api_token = api_token
         self.clock = clock
         self.rate_limit = rate_limit
+        self.logs_rate_limit = logs_rate_limit
+        self.itp = itp
+        self.no_itp_status = 403
+        self.tac = tac
+        self.tac_status = "ACTIVE"
+        self.tac_config: dict[str, Any] = {
+            "minTtl": 10,
+            "maxTtl": 14400,
+            "defaultTtl": 120,
+            "length": 16,
+            "complexity": {"numbers": True, "letters": True, "specialCharacters": True},
+            "multiUseAllowed": False,
+        }
+        # Okta attributes an API token's calls to the admin who created it (a user id or login).
+        self.api_token_owner: str | None = None
         self.users: dict[str, OktaUser] = {}
         self.groups: dict[str, OktaGroup] = {}
         self.clients: dict[str, OAuthClient] = {}
@@ -524,6 +727,9 @@ class FakeOkta(FakeService):
         self.sent_codes: list[SentCode] = []
         self.issued_tokens: list[AccessToken] = []
         self.issued_temp_passwords: list[str] = []  # so tests can prove none reaches a log
+        self.issued_tacs: list[IssuedTac] = []  # every TAC issued, replaced ones included
+        self.revoked_sessions: list[tuple[str, bool]] = []  # (user id, oauthTokens) per DELETE /sessions
+        self.log_events: list[LogEvent] = []
         self._transactions: dict[str, PushTransaction] = {}
         self._used_assertion_jti: dict[str, float] = {}
         self._used_proof_jti: dict[str, float] = {}
@@ -561,13 +767,29 @@ class FakeOkta(FakeService):
         *,
         group_id: str | None = None,
         description: str = "",
-        group_type: str = "OKTA_GROUP",
+        type: str = "OKTA_GROUP",  # Okta's own name for it
+        group_type: str | None = None,
         members: Iterable[str] = (),
         created: float | None = None,
     ) -> OktaGroup:
-        """Add a group; a BUILT_IN group named `Everyone` gets every user, as in a real org."""
+        """Add a group of `type` OKTA_GROUP, APP_GROUP or BUILT_IN (`group_type` is an older alias).
+
+        A BUILT_IN group named `Everyone` gets every user, as in a real org. An APP_GROUP is shown
+        as imported from Active Directory (objectClass `okta:windows_security_principal`, dn,
+        samAccountName...): any name can arrive that way, "Helpdesk" included.
+        """
+        kind = group_type or type
+        if kind not in GROUP_TYPES:
+            raise ValueError(f"group type must be one of {sorted(GROUP_TYPES)}")
         now = self.clock() if created is None else created
-        group = OktaGroup(group_id or _new_id("00g"), name, description, group_type, [], now, now, now)
+        group = OktaGroup(group_id or _new_id("00g"), name, description, kind, [], now, now, now)
+        if kind == "APP_GROUP":
+            group.profile_extra = {
+                "dn": f"CN={name},OU=Groups,DC=example,DC=com",
+                "externalId": base64.b64encode(secrets.token_bytes(16)).decode(),
+                "samAccountName": name,
+                "windowsDomainQualifiedName": f"EXAMPLE\\{name}",
+            }
         self.groups[group.id] = group
         if group_type == "BUILT_IN" and name == "Everyone":
             group.members.extend(self.users)
@@ -585,6 +807,16 @@ class FakeOkta(FakeService):
             g.members.append(u.id)
             g.last_membership_updated = self.clock()
 
+    def remove_member(self, group: str, user: str) -> None:
+        """Take a user (id or login) out of a group (id or name), as an admin in the console would."""
+        g = self.group(group)
+        u = self.user(user)
+        if g is None or u is None:
+            raise KeyError(f"unknown group {group!r} or user {user!r}")
+        if u.id in g.members:
+            g.members.remove(u.id)
+            g.last_membership_updated = self.clock()
+
     def add_user(
         self,
         login: str,
@@ -595,21 +827,37 @@ class FakeOkta(FakeService):
         user_id: str | None = None,
         status: str = "ACTIVE",
         mobile_phone: str | None = None,
+        primary_phone: str | None = None,
+        second_email: str | None = None,
+        manager: str | None = None,
         groups: Iterable[str] = (),
         created: float | None = None,
         **profile: Any,
     ) -> OktaUser:
-        """Add a user (login is usually the email); extra keyword arguments become profile attributes."""
+        """Add a user (login is usually the email); extra keyword arguments become profile attributes.
+
+        `manager` (an existing user's id or login) sets `profile.managerId` and `profile.manager`
+        (the display name), as an HR-fed profile carries them; pass `managerId=` directly for an id
+        that is not an Okta user.
+        """
         if status not in USER_STATUSES:
             raise ValueError(f"unknown user status {status!r}")
         now = self.clock() if created is None else created
+        if primary_phone is not None:
+            profile.setdefault("primaryPhone", primary_phone)
+        if manager is not None:
+            boss = self.user(manager)
+            if boss is None:
+                raise KeyError(f"unknown manager {manager!r}")
+            profile.setdefault("managerId", boss.id)
+            profile.setdefault("manager", boss.display_name)
         user = OktaUser(
             id=user_id or _new_id("00u"),
             profile={
                 "firstName": first_name,
                 "lastName": last_name,
                 "mobilePhone": mobile_phone,
-                "secondEmail": None,
+                "secondEmail": second_email,
                 "login": login,
                 "email": email or login,
                 **profile,
@@ -740,7 +988,9 @@ class FakeOkta(FakeService):
         """Make a push transaction answer `result` (SUCCESS, REJECTED, TIMEOUT) from its next poll."""
         if result not in FINAL_PUSH_RESULTS:
             raise ValueError(f"result must be one of {sorted(FINAL_PUSH_RESULTS)}")
-        self._transactions[transaction_id].result = result
+        tx = self._transactions[transaction_id]
+        tx.result = result
+        self._log_push_denial(tx)
 
     def push_count(self, user: str | None = None) -> int:
         """How many pushes were sent (to one user, id or login, if given)."""
@@ -754,6 +1004,120 @@ class FakeOkta(FakeService):
         candidates = [p for p in self.pushes if u is None or p.user_id == u.id]
         return candidates[-1] if candidates else None
 
+    def add_log_event(
+        self,
+        event_type: str,
+        user: str | None,
+        *,
+        actor: str | Mapping[str, Any] | None = None,
+        published: float | datetime | None = None,
+        outcome: str = "SUCCESS",
+        reason: str | None = None,
+        display_message: str | None = None,
+        severity: str = "INFO",
+        debug_data: Mapping[str, Any] | None = None,
+        ip_address: str = DEFAULT_LOG_IP,
+        country: str | None = DEFAULT_LOG_COUNTRY,
+        is_proxy: bool | None = False,
+        risk: Mapping[str, Any] | None = None,
+        user_behaviors: Mapping[str, str] | None = None,
+        extra_targets: Sequence[Mapping[str, Any]] = (),
+    ) -> LogEvent:
+        """Seed one System Log event about `user` (id or login; the `User` target), e.g. history.
+
+        `actor` is a user (id or login) or a raw actor object such as
+        `{"id": "0oa…", "type": "PublicClientApp"}`; by default the user acted on their own account
+        (a push denial, a profile update). `published` is epoch seconds or a datetime (default: now).
+        `risk` becomes `securityContext.risk` (`{"level": "HIGH", "reasons": […]}`),
+        `user_behaviors` `securityContext.userBehaviors` (`{"New Device": "POSITIVE"}`), and
+        `extra_targets` are listed before the User target (Okta's target order varies).
+
+            fake.add_log_event("user.mfa.factor.reset_all", ALICE, actor=ADMIN, published=now - 3600)
+        """
+        if outcome not in LOG_OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(LOG_OUTCOMES)}")
+        if severity not in LOG_SEVERITIES:
+            raise ValueError(f"severity must be one of {sorted(LOG_SEVERITIES)}")
+        targets = [dict(t) for t in extra_targets]
+        subject: OktaUser | None = None
+        if user is not None:
+            subject = self.user(user)
+            if subject is None:
+                raise KeyError(f"unknown user {user!r}")
+            targets.append(self._user_ref(subject))
+        if actor is None:
+            if subject is None:
+                raise ValueError("an event without a user needs an actor")
+            actor_json = self._user_ref(subject)
+        elif isinstance(actor, Mapping):
+            actor_json = {"alternateId": "unknown", "displayName": "unknown", **actor}
+        else:
+            who = self.user(actor)
+            if who is None:
+                raise KeyError(f"unknown actor {actor!r}")
+            actor_json = self._user_ref(who)
+        if isinstance(published, datetime):
+            moment = published.timestamp()
+        else:
+            moment = self.clock() if published is None else float(published)
+        behaviors = None
+        if user_behaviors is not None:
+            behaviors = [
+                {"id": _new_id("abh"), "name": name, "result": result} for name, result in user_behaviors.items()
+            ]
+        return self._append_log(
+            LogEvent(
+                uuid=str(uuid.uuid4()),
+                published=moment,
+                event_type=event_type,
+                display_message=display_message or LOG_DISPLAY_MESSAGES.get(event_type, event_type),
+                actor=actor_json,
+                target=targets,
+                outcome=outcome,
+                reason=reason,
+                severity=severity,
+                ip_address=ip_address,
+                country=country,
+                is_proxy=is_proxy,
+                risk=dict(risk) if risk is not None else None,
+                user_behaviors=behaviors,
+                debug_data=dict(debug_data or {}),
+                transaction_id=secrets.token_urlsafe(20)[:27],
+            )
+        )
+
+    def logs_for(self, user: str, event_type_prefix: str = "") -> list[LogEvent]:
+        """The logged events whose User target is `user` (id or login), oldest first."""
+        u = self.user(user)
+        return [
+            e
+            for e in sorted(self.log_events, key=lambda e: (e.published, e.seq))
+            if u is not None
+            and any(t.get("type") == "User" and t.get("id") == u.id for t in e.target)
+            and e.event_type.startswith(event_type_prefix)
+        ]
+
+    def set_user_risk(self, user: str, level: str, reason: str | None = None) -> None:
+        """What `GET /users/{id}/risk` answers for `user`: HIGH, MEDIUM, LOW or NONE.
+
+        A level other than NONE carries `reason` (default `override.by.admin`, as when an admin sets
+        it); NONE carries none.
+        """
+        if level not in RISK_LEVELS:
+            raise ValueError(f"risk level must be one of {sorted(RISK_LEVELS)}")
+        u = self.user(user)
+        if u is None:
+            raise KeyError(f"unknown user {user!r}")
+        u.risk_level = level
+        u.risk_reason = None if level == "NONE" else (reason or "override.by.admin")
+
+    def active_tac(self, user: str) -> IssuedTac | None:
+        """The user's valid Temporary Access Code (the latest, unexpired), if any."""
+        u = self.user(user)
+        if u is None or u.tac is None or u.tac.expires_at <= self.clock():
+            return None
+        return u.tac
+
     def rate_limit_next(self, n: int = 1, reset_in: float = 60.0, path_prefix: str = "/api/v1/") -> None:
         """The next `n` requests under `path_prefix` answer 429 E0000047, Remaining 0, Reset now+reset_in."""
         self._forced_429.extend(_Scripted(path_prefix, reset_in) for _ in range(n))
@@ -763,7 +1127,10 @@ class FakeOkta(FakeService):
         self._failures.extend(_Scripted(path_prefix, status) for _ in range(n))
 
     def hang_next(self, seconds: float, n: int = 1, path_prefix: str = "/") -> None:
-        """The next `n` requests under `path_prefix` wait `seconds` (or until `stop()`) before answering."""
+        """The next `n` requests under `path_prefix` wait `seconds` (or until `stop()`) before answering.
+
+        `path_prefix="/api/v1/logs"` makes the System Log slow (Okta gives a query 30 s).
+        """
         self._hang_release.clear()
         self._hangs.extend(_Scripted(path_prefix, seconds) for _ in range(n))
 
@@ -833,13 +1200,26 @@ class FakeOkta(FakeService):
                 return queue.pop(i)
         return None
 
+    @staticmethod
+    def _bucket(path: str) -> str:
+        """Okta limits endpoint families separately: the token endpoint, the System Log, the rest."""
+        if path.startswith("/oauth2/"):
+            return "token"
+        if path == "/api/v1/logs" or path.startswith("/api/v1/logs/"):
+            return "logs"
+        return "api"
+
+    def _bucket_limit(self, bucket: str) -> int:
+        return self.logs_rate_limit if bucket == "logs" else self.rate_limit
+
     def _rate_headers(self, bucket: str, *, remaining: int | None = None, reset: float | None = None) -> dict:
         now = self.clock()
         window = int(now // 60)
         _, count = self._windows.get(bucket, (window, 0))
-        left = max(0, self.rate_limit - count) if remaining is None else remaining
+        limit = self._bucket_limit(bucket)
+        left = max(0, limit - count) if remaining is None else remaining
         return {
-            "X-Rate-Limit-Limit": str(self.rate_limit),
+            "X-Rate-Limit-Limit": str(limit),
             "X-Rate-Limit-Remaining": str(left),
             "X-Rate-Limit-Reset": str(int(reset if reset is not None else (window + 1) * 60)),
         }
@@ -866,7 +1246,9 @@ class FakeOkta(FakeService):
     @web.middleware
     async def _okta_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
-        bucket = "token" if path.startswith("/oauth2/") else "api"
+        bucket = self._bucket(path)
+        request_id = secrets.token_urlsafe(20)[:27]
+        request[REQUEST_ID] = request_id
         hang = self._take(self._hangs, path)
         if hang is not None:
             with contextlib.suppress(TimeoutError):
@@ -881,7 +1263,7 @@ class FakeOkta(FakeService):
                 response = json_response(self._error_body("E0000009", "Internal Server Error"), 500)
             else:
                 response = web.Response(status=status, text=f"{status} {_reason(status)}", content_type="text/html")
-        elif forced is not None or count > self.rate_limit:
+        elif forced is not None or count > self._bucket_limit(bucket):
             reset = self.clock() + forced.value if forced is not None else None
             response = json_response(
                 self._error_body("E0000047", "API call exceeded rate limit due to too many requests."), 429
@@ -890,7 +1272,9 @@ class FakeOkta(FakeService):
         else:
             try:
                 if path.startswith("/api/v1/"):
-                    self._authorize(request, self._authenticate(request))
+                    principal = self._authenticate(request)
+                    self._authorize(request, principal)
+                    request[PRINCIPAL] = principal
                 response = await handler(request)
             except OktaError as exc:
                 response = self._okta_error_response(exc)
@@ -903,7 +1287,7 @@ class FakeOkta(FakeService):
                 response = json_response(self._error_body("E0000007", f"Not found: Resource not found: {path}"), 404)
         for name, value in self._rate_headers(bucket).items():
             response.headers.setdefault(name, value)
-        response.headers.setdefault("X-Okta-Request-Id", secrets.token_urlsafe(18))
+        response.headers.setdefault("X-Okta-Request-Id", request_id)
         return response
 
     # ------------------------------------------------------------------------------ API auth
@@ -925,7 +1309,7 @@ class FakeOkta(FakeService):
             if scheme.lower() == "bearer":
                 if token.jkt is not None:
                     raise self._invalid_token("DPoP", "The DPoP-bound access token must be sent with the DPoP scheme.")
-                return _Principal("bearer", token.scopes)
+                return _Principal("bearer", token.scopes, token.client_id)
             if token.jkt is None:
                 raise self._invalid_token("Bearer", "The access token is not DPoP-bound.")
             proof = request.headers.get("DPoP")
@@ -939,7 +1323,7 @@ class FakeOkta(FakeService):
                 raise self._invalid_token(
                     "DPoP", "The DPoP proof key does not match the token binding.", "invalid_dpop_proof"
                 )
-            return _Principal("dpop", token.scopes)
+            return _Principal("dpop", token.scopes, token.client_id)
         raise self._invalid_token()
 
     def _invalid_token(self, scheme: str = "", description: str = "", error: str = "invalid_token") -> OktaError:
@@ -955,6 +1339,12 @@ class FakeOkta(FakeService):
     def _required_scope(method: str, path: str) -> tuple[str, ...]:
         if path.startswith("/api/v1/groups"):
             return ("okta.groups.read",)
+        if path.startswith("/api/v1/logs"):
+            return ("okta.logs.read",)
+        if path.startswith("/api/v1/authenticators") and method in ("GET", "HEAD"):
+            return ("okta.authenticators.read",)
+        if path.startswith("/api/v1/users/") and path.endswith("/risk") and method in ("GET", "HEAD"):
+            return ("okta.userRisk.read",)
         if method in ("GET", "HEAD"):
             return ("okta.users.read", "okta.users.manage")
         return ("okta.users.manage",)
@@ -1237,6 +1627,10 @@ class FakeOkta(FakeService):
         r.add_delete("/api/v1/users/{id}/factors/{fid}/transactions/{tx}", self._cancel_push)
         r.add_post("/api/v1/users/{id}/lifecycle/{action}", self._lifecycle)
         r.add_delete("/api/v1/users/{id}/sessions", self._clear_sessions)
+        r.add_get("/api/v1/users/{id}/risk", self._user_risk)
+        r.add_post("/api/v1/users/{id}/authenticator-enrollments/tac", self._create_tac)
+        r.add_get("/api/v1/authenticators", self._list_authenticators)
+        r.add_get("/api/v1/logs", self._list_logs)
         r.add_get("/api/v1/groups", self._list_groups)
         r.add_get("/api/v1/groups/{gid}", self._get_group)
         r.add_get("/api/v1/groups/{gid}/users", self._group_users)
@@ -1391,6 +1785,7 @@ class FakeOkta(FakeService):
             raise _status_not_allowed()
         del user.factors[factor.id]
         user.last_updated = self.clock()
+        self._log_request(request, "user.mfa.factor.deactivate", [self._user_ref(user), self._factor_ref(factor)])
         return web.Response(status=204)
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
@@ -1549,6 +1944,7 @@ class FakeOkta(FakeService):
                 tx.result = "TIMEOUT"
             elif tx.outcome.result is not None and tx.polls > tx.outcome.after_polls:
                 tx.result = tx.outcome.result
+        self._log_push_denial(tx)
         if tx.result is None:
             return json_response(self._waiting_json(tx, user, factor, origin))
         if tx.result == "SUCCESS":
@@ -1653,6 +2049,7 @@ class FakeOkta(FakeService):
                 user.active_sessions = 0
             user.factor_locked, user.failed_factor_attempts = False, 0
             self._set_status(user, "RECOVERY")
+            self._log_request(request, "user.account.reset_password", [self._user_ref(user)])
             if send_email:
                 return json_response({})
             return json_response({"resetPasswordUrl": f"{origin}/signin/reset-password/{secrets.token_urlsafe(15)}"})
@@ -1665,6 +2062,7 @@ class FakeOkta(FakeService):
             user.factor_locked, user.failed_factor_attempts = False, 0
             self._set_status(user, "PASSWORD_EXPIRED")
             user.password_changed = now
+            self._log_request(request, "user.account.reset_password", [self._user_ref(user)])
             if with_temp:
                 temp = _temp_password()
                 self.issued_temp_passwords.append(temp)
@@ -1673,6 +2071,12 @@ class FakeOkta(FakeService):
         if action == "reset_factors":
             if user.status == "DEPROVISIONED":
                 raise _status_not_allowed()
+            # Identity Engine logs one deactivate per factor, Classic one reset_all: the fake logs both.
+            for factor in user.factors.values():
+                self._log_request(
+                    request, "user.mfa.factor.deactivate", [self._user_ref(user), self._factor_ref(factor)]
+                )
+            self._log_request(request, "user.mfa.factor.reset_all", [self._user_ref(user)])
             user.factors.clear()
             user.last_updated = now
             return json_response({})
@@ -1686,8 +2090,338 @@ class FakeOkta(FakeService):
 
     async def _clear_sessions(self, request: web.Request) -> web.Response:
         user = self._user_or_404(request.match_info["id"])
+        oauth_tokens = self._bool_param(request, "oauthTokens")
+        if "forgetDevices" in request.query:
+            self._bool_param(request, "forgetDevices")  # validated; remembered factors aren't modelled
         user.active_sessions = 0
+        self.revoked_sessions.append((user.id, oauth_tokens))
+        self._log_request(request, "user.session.end", [self._user_ref(user)])
         return web.Response(status=204)
+
+    # user risk (Identity Threat Protection)
+
+    async def _user_risk(self, request: web.Request) -> web.Response:
+        if not self.itp:
+            # Undocumented in a real org without ITP: either answer is possible (reference/assurance.md).
+            if self.no_itp_status == 404:
+                raise OktaError(404, "E0000007", f"Not found: Resource not found: {request.path} (UserRisk)")
+            raise OktaError(403, "E0000006", "You do not have permission to perform the requested action")
+        user = self._user_or_404(request.match_info["id"])
+        base = f"{self._origin(request)}/api/v1/users/{user.id}"
+        body: dict[str, Any] = {"riskLevel": user.risk_level}
+        if user.risk_level != "NONE" and user.risk_reason:
+            body["reason"] = user.risk_reason
+        body["_links"] = {
+            "self": {"href": f"{base}/risk", "hints": {"allow": ["GET", "PUT"]}},
+            "user": {"href": base, "hints": {"allow": ["GET"]}},
+        }
+        return json_response(body)
+
+    # authenticators and Temporary Access Codes
+
+    async def _list_authenticators(self, request: web.Request) -> web.Response:
+        return json_response(self._authenticators_json(self._origin(request)))
+
+    def _authenticators_json(self, origin: str) -> list[dict[str, Any]]:
+        created = _iso(_ORG_CREATED)
+
+        def entry(auth_id: str, key: str, kind: str, name: str, status: str = "ACTIVE", **extra: Any) -> dict:
+            base = f"{origin}/api/v1/authenticators/{auth_id}"
+            toggle = "deactivate" if status == "ACTIVE" else "activate"
+            return {
+                "type": kind,
+                "id": auth_id,
+                "key": key,
+                "status": status,
+                "name": name,
+                "created": created,
+                "lastUpdated": created,
+                **extra,
+                "_links": {
+                    "self": {"href": base, "hints": {"allow": ["GET", "PUT"]}},
+                    "methods": {"href": f"{base}/methods", "hints": {"allow": ["GET"]}},
+                    toggle: {"href": f"{base}/lifecycle/{toggle}", "hints": {"allow": ["POST"]}},
+                },
+            }
+
+        found = [
+            entry(
+                "autsandboxemail00001",
+                "okta_email",
+                "email",
+                "Email",
+                settings={"allowedFor": "any", "tokenLifetimeInMinutes": 5},
+            ),
+            entry("autsandboxpasswd0001", "okta_password", "password", "Password"),
+            entry("autsandboxverify0001", "okta_verify", "app", "Okta Verify"),
+            entry("autsandboxphone00001", "phone_number", "phone", "Phone", settings={"allowedFor": "any"}),
+            entry(
+                "autsandboxquestion01",
+                "security_question",
+                "security_question",
+                "Security Question",
+                settings={"allowedFor": "recovery"},
+            ),
+            entry("autsandboxwebauthn01", "webauthn", "security_key", "Security Key or Biometric"),
+        ]
+        if self.tac:
+            found.append(
+                entry(
+                    TAC_AUTHENTICATOR_ID,
+                    "tac",
+                    "tac",
+                    "Temporary Access Code",
+                    self.tac_status,
+                    provider={"type": "tac", "configuration": dict(self.tac_config)},
+                )
+            )
+        return found
+
+    async def _create_tac(self, request: web.Request) -> web.Response:
+        user = self._user_or_404(request.match_info["id"])
+        body = await self._json_body(request)
+        authenticator_id = body.get("authenticatorId")
+        if not isinstance(authenticator_id, str) or not authenticator_id:
+            raise OktaError(
+                400,
+                "E0000001",
+                "Api validation failed: authenticatorId",
+                ["authenticatorId: The field cannot be left blank."],
+            )
+        if not self.tac or self.tac_status != "ACTIVE" or authenticator_id != TAC_AUTHENTICATOR_ID:
+            raise OktaError(
+                400,
+                "E0000001",
+                "Api validation failed: authenticatorId",
+                ["authenticatorId: Not an active Temporary Access Code authenticator of this org."],
+            )
+        profile = body.get("profile") or {}
+        if not isinstance(profile, dict):
+            raise OktaError(400, "E0000003", "The request body was not well-formed.")
+        config = self.tac_config
+        ttl = self._tac_ttl(profile.get("ttl"), config)
+        multi_use = profile.get("multiUse", False)
+        if not isinstance(multi_use, bool):
+            raise OktaError(400, "E0000001", "Api validation failed: multiUse", ["multiUse: must be true or false"])
+        if multi_use and not config.get("multiUseAllowed"):
+            raise OktaError(
+                400,
+                "E0000001",
+                "Api validation failed: multiUse",
+                ["multiUse: The authenticator's configuration does not allow multi-use codes."],
+            )
+        if user.status in ("DEPROVISIONED", "SUSPENDED", "STAGED"):
+            raise _status_not_allowed()
+        now = self.clock()
+        issued = IssuedTac(
+            user_id=user.id,
+            enrollment_id=_new_id("tac"),
+            code=_tac_code(int(config["length"]), config.get("complexity") or {}),
+            ttl_minutes=ttl,
+            multi_use=multi_use,
+            created=now,
+            expires_at=now + ttl * 60,
+        )
+        user.tac = issued  # a new TAC invalidates the previous one
+        user.last_updated = now
+        self.issued_tacs.append(issued)
+        return json_response(self._tac_json(issued, self._origin(request)))
+
+    @staticmethod
+    def _tac_ttl(raw: Any, config: Mapping[str, Any]) -> int:
+        """`profile.ttl`: minutes, a string in the schema (Okta's own example sends a number)."""
+        low, high = int(config["minTtl"]), int(config["maxTtl"])
+        if raw is None:
+            return int(config["defaultTtl"])
+        if isinstance(raw, bool) or not isinstance(raw, str | int) or not str(raw).isdigit():
+            raise OktaError(400, "E0000001", "Api validation failed: ttl", ["ttl: must be a number of minutes"])
+        ttl = int(raw)
+        if not low <= ttl <= high:
+            raise OktaError(
+                400, "E0000001", "Api validation failed: ttl", [f"ttl: must be between {low} and {high} minutes"]
+            )
+        return ttl
+
+    @staticmethod
+    def _tac_json(issued: IssuedTac, origin: str) -> dict[str, Any]:
+        user_href = f"{origin}/api/v1/users/{issued.user_id}"
+        # Okta's example shows expiresAt as UTC without a zone designator: "2025-05-28T19:21:14".
+        expires = datetime.fromtimestamp(issued.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return {
+            "type": "tac",
+            "id": issued.enrollment_id,
+            "key": "tac",
+            "status": "ACTIVE",
+            "name": "Temporary Access Code",
+            "created": _iso(issued.created),
+            "lastUpdated": _iso(issued.created),
+            "profile": {"tac": issued.code, "multiUse": issued.multi_use, "expiresAt": expires},
+            "_links": {
+                "self": {
+                    "href": f"{user_href}/authenticator-enrollments/{issued.enrollment_id}",
+                    "hints": {"allow": ["GET", "DELETE"]},
+                },
+                "user": {"href": user_href, "hints": {"allow": ["GET"]}},
+                "authenticator": {"href": f"{origin}/api/v1/authenticators/{TAC_AUTHENTICATOR_ID}"},
+            },
+        }
+
+    # system log
+
+    def _log_time(self, request: web.Request, name: str) -> float | None:
+        raw = request.query.get(name)
+        if not raw:
+            return None
+        try:
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise OktaError(
+                400, "E0000001", f"Api validation failed: {name}", [f"{name}: must be an ISO 8601 timestamp"]
+            ) from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+
+    async def _list_logs(self, request: web.Request) -> web.Response:
+        query = request.query
+        now = self.clock()
+        until = self._log_time(request, "until")
+        until = now if until is None else until
+        since = self._log_time(request, "since")
+        since = until - LOG_DEFAULT_WINDOW if since is None else since
+        order = query.get("sortOrder", "ASCENDING")
+        if order not in ("ASCENDING", "DESCENDING"):
+            raise OktaError(
+                400,
+                "E0000001",
+                "Api validation failed: sortOrder",
+                ["sortOrder: must be ASCENDING or DESCENDING"],
+            )
+        limit = 100
+        if "limit" in query:
+            try:
+                limit = int(query["limit"])
+            except ValueError:
+                limit = -1
+            if limit < 0:
+                raise OktaError(400, "E0000001", "Api validation failed: limit", ["limit: must be between 0 and 1000"])
+            limit = min(limit, 1000)
+        predicate: Predicate | None = None
+        if query.get("filter"):
+            try:
+                predicate = parse_log_filter(query["filter"])
+            except _SearchError as exc:
+                # Okta's E0000053 lists the operators; the exact wording is unverified.
+                raise OktaError(
+                    400,
+                    "E0000053",
+                    "Invalid filter",
+                    [f"Invalid filter expression ({exc}). Operators must be one of: eq co sw pr gt ge lt le"],
+                ) from exc
+        keywords = query.get("q", "").split()
+        if len(keywords) > 10 or any(len(k) > 40 for k in keywords):
+            raise OktaError(
+                400, "E0000001", "Api validation failed: q", ["q: at most 10 keywords of at most 40 characters"]
+            )
+        floor = max(since, now - LOG_RETENTION)
+        window = [e for e in self.log_events if floor <= e.published <= until]
+        window.sort(key=lambda e: (e.published, e.seq), reverse=order == "DESCENDING")
+        docs: list[dict[str, Any]] = []
+        for event in window:
+            doc = self._log_json(event)
+            if predicate is not None and not predicate(doc):
+                continue
+            if keywords:
+                text = orjson.dumps(doc).decode().casefold()
+                if not all(k.casefold() in text for k in keywords):
+                    continue
+            docs.append(doc)
+        after = query.get("after")
+        start = next((i + 1 for i, d in enumerate(docs) if d["uuid"] == after), 0) if after else 0
+        page = docs[start : start + limit]
+        links = [f'<{request.url}>; rel="self"']
+        if page and start + limit < len(docs):
+            links.append(f'<{request.url.update_query(after=page[-1]["uuid"])}>; rel="next"')
+        return self._list_response(page, links)
+
+    @staticmethod
+    def _user_ref(user: OktaUser) -> dict[str, Any]:
+        """A user as a log event's actor or target."""
+        return {"id": user.id, "type": "User", "alternateId": user.login, "displayName": user.display_name}
+
+    @staticmethod
+    def _factor_ref(factor: OktaFactor) -> dict[str, Any]:
+        """A factor enrollment as a log event's target."""
+        return {
+            "id": factor.id,
+            "type": "AuthenticatorEnrollment",
+            "alternateId": "unknown",
+            "displayName": FACTOR_DISPLAY_NAMES.get(factor.factor_type, factor.factor_type),
+        }
+
+    def _append_log(self, event: LogEvent) -> LogEvent:
+        event.published = int(event.published * 1000) / 1000  # the System Log keeps milliseconds
+        event.seq = len(self.log_events)
+        self.log_events.append(event)
+        return event
+
+    def _request_actor(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Who Okta names as the actor of an API call: the service app, or the API token's admin."""
+        principal = request.get(PRINCIPAL)
+        if principal is not None and principal.client_id:
+            app = principal.client_id
+            return {"id": app, "type": "PublicClientApp", "alternateId": app, "displayName": app}, {}
+        owner = self.user(self.api_token_owner) if self.api_token_owner else None
+        actor = (
+            self._user_ref(owner)
+            if owner is not None
+            else {"id": "unknown", "type": "User", "alternateId": "unknown", "displayName": "API token"}
+        )
+        return actor, {"requestApiTokenId": _API_TOKEN_ID}
+
+    def _log_request(self, request: web.Request, event_type: str, target: list[dict[str, Any]]) -> LogEvent:
+        """Log a mutation made through the API, the way Okta logs an admin's API call."""
+        actor, detail = self._request_actor(request)
+        request_id = request.get(REQUEST_ID) or secrets.token_urlsafe(20)[:27]
+        return self._append_log(
+            LogEvent(
+                uuid=str(uuid.uuid4()),
+                published=self.clock(),
+                event_type=event_type,
+                display_message=LOG_DISPLAY_MESSAGES.get(event_type, event_type),
+                actor=actor,
+                target=target,
+                ip_address=request.remote or "127.0.0.1",
+                user_agent=request.headers.get("User-Agent", "") or "UNKNOWN",
+                debug_data={"requestId": request_id, "requestUri": request.path, "url": request.path_qs},
+                transaction_id=request_id,
+                transaction_detail=detail,
+            )
+        )
+
+    def _log_push_denial(self, tx: PushTransaction) -> None:
+        """A push the user rejected: `user.mfa.okta_verify.deny_push`, with the user as the actor."""
+        if tx.result != "REJECTED" or tx.logged:
+            return
+        user = self.users.get(tx.user_id)
+        if user is None:
+            return
+        tx.logged = True
+        factor = user.factors.get(tx.factor_id)
+        target = ([self._factor_ref(factor)] if factor is not None else []) + [self._user_ref(user)]
+        self._append_log(
+            LogEvent(
+                uuid=str(uuid.uuid4()),
+                published=self.clock(),
+                event_type="user.mfa.okta_verify.deny_push",
+                display_message=LOG_DISPLAY_MESSAGES["user.mfa.okta_verify.deny_push"],
+                actor=self._user_ref(user),
+                target=target,
+                user_agent="Okta Verify",
+                debug_data={"factor": "OKTA_VERIFY_PUSH", "pushTransactionId": tx.id},
+                transaction_id=secrets.token_urlsafe(20)[:27],
+            )
+        )
 
     # ---------------------------------------------------------------------------- JSON shapes
 
@@ -1746,17 +2480,60 @@ class FakeOkta(FakeService):
         }
         return body
 
+    def _log_json(self, event: LogEvent) -> dict[str, Any]:
+        client: dict[str, Any] = {
+            "userAgent": {"rawUserAgent": event.user_agent, "os": "Unknown", "browser": "UNKNOWN"},
+            "zone": "null",
+            "device": "Unknown",
+            "ipAddress": event.ip_address,
+        }
+        if event.country:
+            client["geographicalContext"] = {"country": event.country}
+        security: dict[str, Any] = {
+            "asNumber": None,
+            "asOrg": None,
+            "isp": None,
+            "domain": None,
+            "isProxy": event.is_proxy,
+        }
+        if event.risk is not None:
+            security["risk"] = dict(event.risk)
+        if event.user_behaviors is not None:
+            security["userBehaviors"] = [dict(b) for b in event.user_behaviors]
+        outcome: dict[str, Any] = {"result": event.outcome}
+        if event.reason:
+            outcome["reason"] = event.reason
+        return {
+            "uuid": event.uuid,
+            "published": _iso(event.published),
+            "eventType": event.event_type,
+            "version": "0",
+            "severity": event.severity,
+            "displayMessage": event.display_message,
+            "actor": dict(event.actor),
+            "client": client,
+            "authenticationContext": {"authenticationStep": 0, "externalSessionId": "unknown"},
+            "outcome": outcome,
+            "securityContext": security,
+            "debugContext": {"debugData": dict(event.debug_data)},
+            "transaction": {"type": "WEB", "id": event.transaction_id, "detail": dict(event.transaction_detail)},
+            "target": [dict(t) for t in event.target],
+        }
+
     def _group_json(self, group: OktaGroup, origin: str) -> dict[str, Any]:
         base = f"{origin}/api/v1/groups/{group.id}"
+        imported = group.group_type == "APP_GROUP"
+        links: dict[str, Any] = {"source": {"href": f"{origin}/api/v1/apps/{_AD_APP_ID}"}} if imported else {}
         return {
             "id": group.id,
             "created": _iso(group.created),
             "lastUpdated": _iso(group.last_updated),
             "lastMembershipUpdated": _iso(group.last_membership_updated),
-            "objectClass": ["okta:user_group"],
+            "objectClass": ["okta:windows_security_principal" if imported else "okta:user_group"],
             "type": group.group_type,
-            "profile": {"name": group.name, "description": group.description},
+            "profile": {"name": group.name, "description": group.description, **group.profile_extra},
             "_links": {
+                **links,
                 "logo": [
                     {
                         "name": "medium",
@@ -1805,6 +2582,19 @@ class FakeOkta(FakeService):
             "profile": dict(factor.profile),
             "_links": links,
         }
+
+
+def _tac_code(length: int, complexity: Mapping[str, Any]) -> str:
+    """A Temporary Access Code of `length` characters: digits always, letters / specials as configured."""
+    alphabet = string.digits
+    if complexity.get("letters", True):
+        alphabet += string.ascii_letters
+    if complexity.get("specialCharacters"):
+        alphabet += _TAC_SPECIALS
+    while True:
+        code = "".join(secrets.choice(alphabet) for _ in range(length))
+        if any(c.isdigit() for c in code):
+            return code
 
 
 def _temp_password() -> str:

@@ -19,7 +19,16 @@ rate-limited) and keeps what it was sent, so tests can assert on views, messages
 
 Methods served: ``auth.test``, ``views.open``, ``views.push``, ``views.update``, ``views.publish``,
 ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``users.info``,
-``users.lookupByEmail``. Arguments are read from the query string, a form-encoded body (JSON
+``users.lookupByEmail``, ``conversations.open``. A DM is the channel ``D…`` that ``conversations.open``
+gives for a user (the same id every time; posting to the user id lands there too):
+
+    dm = (await client.conversations_open(users=EMPLOYEE_USER_ID))["channel"]["id"]
+    await client.chat_postMessage(channel=dm, text="hi", blocks=[...])
+    fake.dm_messages(EMPLOYEE_USER_ID)            # what the user sees in the DM, oldest first
+    fake.message(dm, ts)                          # one message as stored (blocks, edited, replies)
+
+A click on a posted message's button goes to the gateway through :class:`sandbox.slack_agent.SlackAgent`
+(``click_posted``). Arguments are read from the query string, a form-encoded body (JSON
 strings inside form fields such as ``view`` or ``blocks`` are decoded, as Slack does) or a JSON body
 (which is what ``AsyncWebClient`` sends for ``views.*`` and ``chat.*``). The token is taken from
 ``Authorization: Bearer …`` or, as Slack allows for form and query arguments, a ``token`` field.
@@ -57,11 +66,22 @@ SECOND_AGENT_USER_ID = "U0AGENT02"
 SECOND_AGENT_EMAIL = "agent2@example.com"
 EMPLOYEE_USER_ID = "U0EMPLOY1"
 EMPLOYEE_EMAIL = "employee@example.com"
+MANAGER_USER_ID = "U0MANAGR1"
+MANAGER_EMAIL = "manager@example.com"
+# Slack members for the sandbox Okta org's users (sandbox/okta_data.py), who get the target notices.
+ALICE_USER_ID = "U0ALICE01"
+ALICE_EMAIL = "alice@example.com"
+BOB_USER_ID = "U0BOB0001"
+BOB_EMAIL = "bob@example.com"
 
 AUDIT_CHANNEL_ID = "C0AUDIT01"
 AUDIT_CHANNEL_NAME = "helpdesk-audit"
 HELPDESK_CHANNEL_ID = "C0HELPDSK"
 GENERAL_CHANNEL_ID = "C0GENERAL"
+APPROVALS_CHANNEL_ID = "C0APPROVL"
+APPROVALS_CHANNEL_NAME = "helpdesk-approvals"
+SECURITY_CHANNEL_ID = "C0SECURTY"
+SECURITY_CHANNEL_NAME = "security-alerts"
 
 DEFAULT_BOT_TOKEN = "xoxb-sandbox-0000000000-helpdesk"
 
@@ -71,6 +91,7 @@ MAX_MESSAGE_BLOCKS = 50
 MAX_PRIVATE_METADATA = 3000
 MAX_CALLBACK_ID = 255
 MAX_VIEW_STACK = 3
+MAX_MPIM_USERS = 8  # conversations.open: a group DM of up to 8 people besides the bot
 
 _ALNUM = string.ascii_uppercase + string.digits
 _BLOCK_ID_CHARS = string.ascii_letters + string.digits
@@ -191,16 +212,22 @@ class FakeSlack(FakeService):
             "chat.postEphemeral": self._chat_post_ephemeral,
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
+            "conversations.open": self._conversations_open,
         }
         self.app.router.add_route("*", "/api/{method}", self._dispatch)
 
         self.add_user(AGENT_USER_ID, AGENT_EMAIL, "Alex Agent", "alex")
         self.add_user(SECOND_AGENT_USER_ID, SECOND_AGENT_EMAIL, "Sam Support", "sam")
         self.add_user(EMPLOYEE_USER_ID, EMPLOYEE_EMAIL, "Erin Employee", "erin")
+        self.add_user(MANAGER_USER_ID, MANAGER_EMAIL, "Morgan Manager", "morgan")
+        self.add_user(ALICE_USER_ID, ALICE_EMAIL, "Alice Doe", "alice")
+        self.add_user(BOB_USER_ID, BOB_EMAIL, "Bob Baker", "bob")
         self.add_user(BOT_USER_ID, "", "Helpdesk Verify", BOT_USER_NAME, is_bot=True)
         self.add_channel(AUDIT_CHANNEL_ID, AUDIT_CHANNEL_NAME)
         self.add_channel(HELPDESK_CHANNEL_ID, "helpdesk")
         self.add_channel(GENERAL_CHANNEL_ID, "general")
+        self.add_channel(APPROVALS_CHANNEL_ID, APPROVALS_CHANNEL_NAME)
+        self.add_channel(SECURITY_CHANNEL_ID, SECURITY_CHANNEL_NAME)
 
     # ------------------------------------------------------------------ time and scenario switches
 
@@ -361,6 +388,31 @@ class FakeSlack(FakeService):
             return []
         return [parent, *[m for m in messages if m.get("thread_ts") == ts and m["ts"] != ts]]
 
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        """The message with ``ts`` in ``channel`` (id, name, or a user id for the bot's DM with them)."""
+        return next((m for m in self.messages_in(channel) if m["ts"] == ts), None)
+
+    def resolve_channel(self, channel: str) -> str | None:
+        """The id of ``channel`` given as an id, a name (``#name``) or a user id (their DM), or None."""
+        found = self._find_channel(channel)
+        return found.id if found else None
+
+    def dm_channel_id(self, user_id: str) -> str:
+        """The id of the bot's DM with ``user_id``, as ``conversations.open`` gives it (stable)."""
+        return "D" + user_id[1:]
+
+    def dm_messages(self, user_id: str) -> list[dict[str, Any]]:
+        """Every message in the bot's DM with ``user_id``, oldest first (``[]`` if none was sent)."""
+        found = self.channels.get(self.dm_channel_id(user_id))
+        return list(found.messages) if found else []
+
+    def user_by_email(self, email: str) -> dict[str, Any] | None:
+        """The member whose profile email is ``email`` (case-insensitive), as ``users.lookupByEmail`` finds it."""
+        wanted = email.strip().lower()
+        if not wanted:
+            return None
+        return next((u for u in self.users.values() if u["profile"].get("email", "").lower() == wanted), None)
+
     def method_calls(self, method: str) -> list[Args]:
         """The parsed arguments of every call to ``method`` (e.g. ``"views.update"``), in order."""
         return [args for name, args in self.api_log if name == method]
@@ -461,11 +513,55 @@ class FakeSlack(FakeService):
         return _ok(user=user)
 
     async def _users_lookup_by_email(self, args: Args) -> web.Response:
-        email = str(args.get("email", "")).lower()
-        for user in self.users.values():
-            if user["profile"].get("email", "").lower() == email and email:
-                return _ok(user=copy.deepcopy(user))
-        raise SlackApiFailure("users_not_found")
+        email = str(args.get("email", ""))
+        if not email:
+            raise SlackApiFailure("invalid_arguments", ["[ERROR] missing required field: email"])
+        user = self.user_by_email(email)
+        if user is None:
+            raise SlackApiFailure("users_not_found")
+        return _ok(user=copy.deepcopy(user))
+
+    # ------------------------------------------------------------------ conversations
+
+    async def _conversations_open(self, args: Args) -> web.Response:
+        """A DM with one user (``D…``, the same id every time) or a group DM with several (``G…``)."""
+        if args.get("channel"):
+            found = self._find_channel(str(args["channel"]))
+            if found is None or not found.is_im:
+                raise SlackApiFailure("channel_not_found")
+            return _ok(no_op=True, already_open=True, channel={"id": found.id})
+        users = [u.strip() for u in str(args.get("users") or "").split(",") if u.strip()]
+        if not users:
+            raise SlackApiFailure("users_list_not_supplied")
+        if len(users) > MAX_MPIM_USERS:
+            raise SlackApiFailure("too_many_users")
+        for user_id in users:
+            user = self.users.get(user_id)
+            if user is None:
+                raise SlackApiFailure("user_not_found")
+            if user["deleted"]:
+                raise SlackApiFailure("user_disabled")
+        if len(users) == 1:
+            channel_id, name = self.dm_channel_id(users[0]), users[0]
+        else:
+            members = sorted(set(users))
+            channel_id = "G" + "".join(m[1:4] for m in members)[:10].upper()
+            name = "mpdm-" + "--".join(self.users[m]["name"] for m in members) + "-1"
+        already_open = channel_id in self.channels
+        channel = self.channels.setdefault(channel_id, _Channel(id=channel_id, name=name, is_im=True))
+        payload: dict[str, Any] = {"id": channel.id}
+        if _truthy(args.get("return_im")):
+            payload.update(
+                created=int(self.now()),
+                is_im=len(users) == 1,
+                is_mpim=len(users) > 1,
+                user=users[0] if len(users) == 1 else None,
+                is_open=True,
+                last_read="0000000000.000000",
+            )
+        if already_open:
+            return _ok(no_op=True, already_open=True, channel=payload)
+        return _ok(channel=payload)
 
     # ------------------------------------------------------------------ views
 
@@ -637,8 +733,12 @@ class FakeSlack(FakeService):
                 return found
         if channel in self.users and not self.users[channel]["deleted"]:
             # Posting to a user id lands in the bot's DM with that user, as on Slack.
-            dm_id = "D" + channel[1:]
+            dm_id = self.dm_channel_id(channel)
             return self.channels.setdefault(dm_id, _Channel(id=dm_id, name=channel, is_im=True))
+        member = "U" + channel[1:] if channel.startswith("D") else ""
+        if member in self.users and not self.users[member]["deleted"]:
+            # The DM's id, before conversations.open was called: the bot and the user have a DM already.
+            return self.channels.setdefault(channel, _Channel(id=channel, name=member, is_im=True))
         return None
 
     def _require_channel(self, args: Args) -> _Channel:
@@ -725,6 +825,9 @@ class FakeSlack(FakeService):
         message["text"] = text
         if blocks is not None:
             message["blocks"] = self._message(ts, text, blocks)["blocks"]
+        elif args.get("blocks") == []:
+            # Slack: "to remove previous blocks, include an empty array"; without the field they stay.
+            message.pop("blocks", None)
         if attachments is not None:
             message["attachments"] = attachments
         message["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}

@@ -15,6 +15,11 @@ builds exactly those requests and POSTs them to the gateway with httpx:
         await agent.click(fake.views[view["id"]], ACTION_CHALLENGE, value="opf1sms")
         await agent.submit(fake.views[view["id"]], {BLOCK_CODE: {ACTION_CODE: "123456"}})
 
+        # A button in a message the app posted (a channel or a DM), clicked by another member:
+        approver = agent.as_user(SECOND_AGENT_USER_ID)
+        await approver.click_posted(APPROVALS_CHANNEL_ID, ts, ACTION_APPROVE)
+        await agent.as_user(ALICE_USER_ID).click_posted(fake.dm_channel_id(ALICE_USER_ID), ts, ACTION_NOT_ME)
+
 With a :class:`~sandbox.slack.FakeSlack`, trigger ids come from ``fake.issue_trigger`` (so the
 responder's ``views.open`` works at the fake), and what Slack itself does with a synchronous answer
 is mirrored onto the fake: a ``response_action: update`` replaces the view (new hash), an empty
@@ -45,6 +50,10 @@ VERIFICATION_TOKEN = "sandboxverificationtoken0"  # the legacy ``token`` field S
 
 class ElementNotFound(LookupError):
     """Raised by :meth:`SlackAgent.click` when the view has no element with that action id (and value)."""
+
+
+class MessageNotFound(LookupError):
+    """Raised by :meth:`SlackAgent.click_posted` when the fake holds no message with that ts in that channel."""
 
 
 def sign(signing_secret: str, timestamp: str, body: bytes) -> str:
@@ -101,6 +110,24 @@ class SlackAgent:
     async def aclose(self) -> None:
         if self._own_http:
             await self.http.aclose()
+
+    def as_user(self, user_id: str, user_name: str | None = None) -> SlackAgent:
+        """The same workspace seen by another member (sharing this agent's HTTP client), e.g. an approver."""
+        if user_name is None:
+            member = self.fake.users.get(user_id) if self.fake is not None else None
+            user_name = str(member["name"]) if member else user_id.lower()
+        return SlackAgent(
+            self.gateway_url,
+            self.signing_secret,
+            self.fake,
+            user_id=user_id,
+            team_id=self.team_id,
+            user_name=user_name,
+            channel_id=self.channel_id,
+            api_app_id=self.api_app_id,
+            clock=self.clock,
+            http=self.http,
+        )
 
     async def __aenter__(self) -> SlackAgent:
         return self
@@ -273,6 +300,46 @@ class SlackAgent:
         block, element = self.find_element(view, action_id, value)
         return await self._block_actions(view, [self._action(block, element, value)], **kwargs)
 
+    def _response_url(self) -> str:
+        return f"https://hooks.slack.com/actions/{self.team_id}/{secrets.randbelow(10**12)}/{secrets.token_urlsafe(18)}"
+
+    def _channel_ref(self, channel_id: str) -> dict[str, Any]:
+        """``channel`` of a message interaction: Slack names a DM ``directmessage``."""
+        found = self.fake.channels.get(channel_id) if self.fake is not None else None
+        if found is None:
+            return {"id": channel_id, "name": "helpdesk" if channel_id == self.channel_id else channel_id.lower()}
+        return {"id": channel_id, "name": "directmessage" if found.is_im else found.name}
+
+    def message_click_payload(
+        self,
+        message: dict[str, Any],
+        channel_id: str,
+        action_id: str,
+        value: str | None = None,
+        *,
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload of a click on a button of ``message`` in ``channel_id``.
+
+        As Slack sends it: ``container`` (``type: "message"``, ``message_ts``, ``channel_id``,
+        ``is_ephemeral``), ``channel``, ``user``, ``trigger_id``, ``response_url``, ``actions`` and, for a
+        message that is not ephemeral, the ``message`` itself.
+        """
+        block, element = self.find_element(message, action_id, value)
+        ts = str(message.get("ts") or self.action_ts())
+        payload: dict[str, Any] = {
+            **self._envelope("block_actions"),
+            "container": {"type": "message", "message_ts": ts, "channel_id": channel_id, "is_ephemeral": ephemeral},
+            "channel": self._channel_ref(channel_id),
+            "trigger_id": self.trigger(),
+            "response_url": self._response_url(),
+            "state": {"values": {}},
+            "actions": [self._action(block, element, value)],
+        }
+        if not ephemeral:
+            payload["message"] = copy.deepcopy(message)
+        return payload
+
     async def click_message(
         self,
         message: dict[str, Any],
@@ -283,21 +350,24 @@ class SlackAgent:
         **kwargs: Any,
     ) -> httpx.Response:
         """The agent clicks a button in a message (e.g. the ephemeral "Open Helpdesk Verify" offer)."""
-        block, element = self.find_element(message, action_id, value)
-        channel = channel_id or self.channel_id
-        ts = str(message.get("ts") or self.action_ts())
-        payload: dict[str, Any] = {
-            **self._envelope("block_actions"),
-            "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": ephemeral},
-            "channel": {"id": channel, "name": "helpdesk"},
-            "trigger_id": self.trigger(),
-            "response_url": f"https://hooks.slack.com/actions/{self.team_id}/{secrets.randbelow(10**12)}/"
-            f"{secrets.token_urlsafe(18)}",
-            "state": {"values": {}},
-            "actions": [self._action(block, element, value)],
-        }
-        if not ephemeral:
-            payload["message"] = copy.deepcopy(message)
+        payload = self.message_click_payload(
+            message, channel_id or self.channel_id, action_id, value, ephemeral=ephemeral
+        )
+        return await self.post_payload("/slack/interactions", payload, **kwargs)
+
+    async def click_posted(
+        self, channel_id: str, ts: str, action_id: str, value: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """This member clicks the button ``action_id`` of the message ``ts`` the app posted in
+        ``channel_id`` (a channel, or a DM id from ``fake.dm_channel_id(user)``), as the fake holds it now."""
+        if self.fake is None:
+            raise MessageNotFound("click_posted needs the FakeSlack that holds the message")
+        message = self.fake.message(channel_id, ts)
+        if message is None:
+            raise MessageNotFound(f"no message {ts!r} in {channel_id!r}")
+        payload = self.message_click_payload(
+            message, self.fake.resolve_channel(channel_id) or channel_id, action_id, value
+        )
         return await self.post_payload("/slack/interactions", payload, **kwargs)
 
     async def select_user(

@@ -35,14 +35,19 @@ from shared.messages import (
     ChallengeFactor,
     CloseCase,
     Command,
+    DecideApproval,
     HomeOpened,
+    MessageRef,
     OpenCase,
     RefreshCase,
+    ReportNotMe,
+    RequestApproval,
     ResendChallenge,
     RunAction,
     SearchUsers,
     SearchUsersReply,
     SelectUser,
+    StepUp,
     SubmitCode,
     UserOption,
     decode,
@@ -50,22 +55,29 @@ from shared.messages import (
 from shared.settings import MissingSetting, Settings
 from shared.tokens import CaseTokens
 from shared.ui import (
+    ACTION_APPROVE,
     ACTION_BACK_TO_SEARCH,
     ACTION_CANCEL,
     ACTION_CHALLENGE,
     ACTION_CLOSE,
     ACTION_CODE,
+    ACTION_DENY,
+    ACTION_NOT_ME,
     ACTION_OPEN_ADMIN,
     ACTION_REFRESH,
+    ACTION_REQUEST_APPROVAL,
     ACTION_RESEND,
     ACTION_RUN,
     ACTION_SELECT_USER,
     ACTION_START,
+    ACTION_STEP_UP,
     BLOCK_CODE,
     BLOCK_USER_SEARCH,
     CALLBACK_ANSWER,
     CALLBACK_CASE,
     CALLBACK_CODE,
+    CALLBACK_TOKEN_CODE,
+    CALLBACK_YUBIKEY,
 )
 from tests.conftest import BOT_TOKEN, CASE_SECRET, SIGNING_SECRET
 
@@ -120,8 +132,21 @@ def case_blocks() -> list[Any]:
             text="Reset SMS",
             accessory=ButtonElement(text="Reset", action_id=ACTION_RUN, value="reset_factor:opf1sms"),
         ),
+        SectionBlock(
+            text="Reset all factors: needs an approval",
+            accessory=ButtonElement(
+                text="Request approval", action_id=ACTION_REQUEST_APPROVAL, value="reset_all_factors"
+            ),
+        ),
+        SectionBlock(
+            text="Reset SMS: needs an approval",
+            accessory=ButtonElement(
+                text="Request approval", action_id=ACTION_REQUEST_APPROVAL, value="reset_factor:opf1sms"
+            ),
+        ),
         ActionsBlock(
             elements=[
+                ButtonElement(text="Verify another factor", action_id=ACTION_STEP_UP),
                 ButtonElement(text="Resend", action_id=ACTION_RESEND),
                 ButtonElement(text="Other factor", action_id=ACTION_CANCEL),
                 ButtonElement(text="Search again", action_id=ACTION_BACK_TO_SEARCH),
@@ -138,6 +163,49 @@ def code_blocks() -> list[Any]:
         SectionBlock(text="Type the code the caller reads out."),
         InputBlock(block_id=BLOCK_CODE, label="Code", element=PlainTextInputElement(action_id=ACTION_CODE)),
     ]
+
+
+APPROVALS_CHANNEL = "C0APPROVALS"
+APPROVER_USER_ID = "U0APPROVER"
+YUBIKEY_OTP = "cccjgjgkhcbbirdrfdnlnghhfgrtnnlgedjlftrbdeut"
+
+
+def approval_message(token: str, ts: str = "1700000000.000500") -> dict[str, Any]:
+    """An approval request as posted in the approvals channel: Approve / Deny carry the signed token."""
+    return {
+        "ts": ts,
+        "blocks": [
+            {"type": "section", "block_id": "request", "text": {"type": "mrkdwn", "text": "Reset all factors?"}},
+            {
+                "type": "actions",
+                "block_id": "decide",
+                "elements": [
+                    {"type": "button", "action_id": ACTION_APPROVE, "value": token, "text": plain_text("Approve")},
+                    {"type": "button", "action_id": ACTION_DENY, "value": token, "text": plain_text("Deny")},
+                ],
+            },
+        ],
+    }
+
+
+def notice_message(token: str, ts: str = "1700000000.000600") -> dict[str, Any]:
+    """The DM to the target user after a change, with "This wasn't me"."""
+    return {
+        "ts": ts,
+        "blocks": [
+            {
+                "type": "actions",
+                "block_id": "not_me",
+                "elements": [
+                    {"type": "button", "action_id": ACTION_NOT_ME, "value": token, "text": plain_text("Not me")}
+                ],
+            }
+        ],
+    }
+
+
+def plain_text(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
 
 
 class Workspace:
@@ -335,6 +403,17 @@ async def test_open_again_button_in_a_message_carries_the_query(workspace: Works
             "reset_factor:opf1sms",
             RunAction(agent=ANY_AGENT, action=ActionKind.RESET_FACTOR, factor_id="opf1sms"),
         ),
+        (
+            ACTION_REQUEST_APPROVAL,
+            "reset_all_factors",
+            RequestApproval(agent=ANY_AGENT, action=ActionKind.RESET_ALL_FACTORS),
+        ),
+        (
+            ACTION_REQUEST_APPROVAL,
+            "reset_factor:opf1sms",
+            RequestApproval(agent=ANY_AGENT, action=ActionKind.RESET_FACTOR, factor_id="opf1sms"),
+        ),
+        (ACTION_STEP_UP, None, StepUp(agent=ANY_AGENT)),
         (ACTION_RESEND, None, ResendChallenge(agent=ANY_AGENT)),
         (ACTION_CANCEL, None, CancelChallenge(agent=ANY_AGENT)),
         (ACTION_BACK_TO_SEARCH, None, BackToSearch(agent=ANY_AGENT)),
@@ -483,6 +562,40 @@ async def test_an_answer_is_free_text_up_to_200_chars(workspace: Workspace) -> N
     command, _ = await only_command(workspace.bus)
     assert isinstance(command, SubmitCode)
     assert command.code.get_secret_value() == "Blue Whale"
+
+
+async def test_a_yubikey_otp_is_accepted_lower_cased(workspace: Workspace) -> None:
+    """On the YubiKey view, the 44 ModHex characters the key types are submitted (lower-cased, spaces removed)."""
+    view = await workspace.open_view(callback_id=CALLBACK_YUBIKEY, blocks=code_blocks())
+    typed = f"{YUBIKEY_OTP[:22].upper()} {YUBIKEY_OTP[22:]}"
+    response = await workspace.agent.submit(view, {BLOCK_CODE: {ACTION_CODE: typed}})
+    assert response.json()["response_action"] == "update"
+    command, _ = await only_command(workspace.bus)
+    assert isinstance(command, SubmitCode)
+    assert command.code.get_secret_value() == YUBIKEY_OTP
+
+
+@pytest.mark.parametrize("code", ["123456", YUBIKEY_OTP[:-1], YUBIKEY_OTP[:-1] + "0"])
+async def test_other_codes_are_refused_on_the_yubikey_view(workspace: Workspace, code: str) -> None:
+    """A 6-digit code, 43 characters or a non-ModHex character on the YubiKey view is an error, not a command."""
+    view = await workspace.open_view(callback_id=CALLBACK_YUBIKEY, blocks=code_blocks())
+    response = await workspace.agent.submit(view, {BLOCK_CODE: {ACTION_CODE: code}})
+    answer = response.json()
+    assert answer["response_action"] == "errors"
+    assert "YubiKey OTP" in answer["errors"][BLOCK_CODE]
+    assert await published(workspace.bus) == []
+
+
+async def test_a_token_passcode_is_up_to_16_digits(workspace: Workspace) -> None:
+    """A hardware token's passcode (PIN + tokencode) may be longer than an SMS code, but only digits, ≤ 16."""
+    view = await workspace.open_view(callback_id=CALLBACK_TOKEN_CODE, blocks=code_blocks())
+    too_long = await workspace.agent.submit(view, {BLOCK_CODE: {ACTION_CODE: "1" * 17}})
+    assert too_long.json()["errors"][BLOCK_CODE] == "The passcode has 6 to 16 digits."
+    response = await workspace.agent.submit(view, {BLOCK_CODE: {ACTION_CODE: "1234 5678 9012"}})
+    assert response.json()["response_action"] == "update"
+    command, _ = await only_command(workspace.bus)
+    assert isinstance(command, SubmitCode)
+    assert command.code.get_secret_value() == "123456789012"
 
 
 async def test_view_closed_closes_the_case(workspace: Workspace) -> None:
@@ -661,3 +774,61 @@ async def test_the_gateway_needs_its_secrets_at_start(settings: Settings, bus: B
         with pytest.raises(MissingSetting) as missing:
             create_service(settings.model_copy(update={name: None}), bus)
         assert missing.value.names == (name.upper(),)
+
+
+# ------------------------------------------------------------------------------------ messages to other people
+
+
+@pytest.mark.parametrize(("action_id", "approve"), [(ACTION_APPROVE, True), (ACTION_DENY, False)])
+async def test_approve_or_deny_on_the_request_decides_it(workspace: Workspace, action_id: str, approve: bool) -> None:
+    """A click on the approval request is a DecideApproval by the clicking user, for the message clicked."""
+    token = workspace.tokens.issue(CASE_ID, "approval:ap1")
+    approver = workspace.agent.as_user(APPROVER_USER_ID, "pat")
+    message = approval_message(token)
+    response = await approver.click_message(message, action_id, channel_id=APPROVALS_CHANNEL, ephemeral=False)
+    assert response.status_code == 200 and response.content == b""
+    command, headers = await only_command(workspace.bus)
+    assert isinstance(command, DecideApproval)
+    assert command.agent.user_id == APPROVER_USER_ID
+    assert command.approval_token == token and command.approve is approve and command.case_token is None
+    assert command.message == MessageRef(channel=APPROVALS_CHANNEL, ts=message["ts"])
+    assert headers["Nats-Msg-Id"].startswith(f"{CASE_ID}:decide:")
+
+
+async def test_a_forged_approval_token_is_refused_and_logged(workspace: Workspace) -> None:
+    """Approve carrying a token signed with another key, or a case token, publishes nothing; the refusal is logged."""
+    forged = CaseTokens("f" * 40).issue(CASE_ID, "approval:ap1")
+    approver = workspace.agent.as_user(APPROVER_USER_ID, "pat")
+    with capture_logs() as logs:
+        for token in (forged, tampered(workspace.tokens.issue(CASE_ID, "approval:ap1")), workspace.token()):
+            response = await approver.click_message(approval_message(token), ACTION_APPROVE, ephemeral=False)
+            assert response.status_code == 200 and response.content == b""
+    assert await published(workspace.bus) == []
+    refusals = [e for e in logs if e["event"] == "gateway.refused"]
+    assert [e["reason"] for e in refusals] == ["approval_token_invalid"] * 3
+    assert forged not in orjson.dumps(logs, default=repr).decode()
+
+
+async def test_an_expired_approval_token_is_refused(workspace: Workspace) -> None:
+    """An approval request clicked after its token expired decides nothing."""
+    token = workspace.tokens.issue(CASE_ID, "approval:ap1", now=time.time() - 2 * 3600)
+    response = await workspace.agent.as_user(APPROVER_USER_ID).click_message(approval_message(token), ACTION_DENY)
+    assert response.status_code == 200
+    assert await published(workspace.bus) == []
+
+
+async def test_this_wasnt_me_on_the_notice_is_reported(workspace: Workspace) -> None:
+    """ "This wasn't me" on the target's DM becomes ReportNotMe; an approval token on it is refused."""
+    target = workspace.agent.as_user("U0TARGET", "jane")
+    wrong_kind = workspace.tokens.issue(CASE_ID, "approval:ap1")
+    await target.click_message(notice_message(wrong_kind), ACTION_NOT_ME, channel_id="D0TARGET", ephemeral=False)
+    assert await published(workspace.bus) == []
+    token = workspace.tokens.issue(CASE_ID, "target:00u1jane")
+    message = notice_message(token)
+    response = await target.click_message(message, ACTION_NOT_ME, channel_id="D0TARGET", ephemeral=False)
+    assert response.status_code == 200
+    command, headers = await only_command(workspace.bus)
+    assert isinstance(command, ReportNotMe)
+    assert command.agent.user_id == "U0TARGET" and command.notice_token == token
+    assert command.message == MessageRef(channel="D0TARGET", ts=message["ts"])
+    assert headers["Nats-Msg-Id"].startswith(f"{CASE_ID}:not_me:")

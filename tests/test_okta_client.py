@@ -180,7 +180,9 @@ async def test_private_key_jwt_assertion_and_token_cache(okta: FakeOkta) -> None
     token_calls = okta.calls_to("POST", "/oauth2/v1/token")
     assert len(token_calls) == 1
     form = token_calls[0].form
-    assert form["scope"] == "okta.users.read okta.users.manage okta.groups.read"
+    assert form["scope"] == (
+        "okta.users.read okta.users.manage okta.groups.read okta.logs.read okta.userRisk.read okta.authenticators.read"
+    )
     assertion = form["client_assertion"]
     header = jwt.get_unverified_header(assertion)
     claims = jwt.decode(assertion, key.public_key(), algorithms=["RS256"], audience=f"{okta.url}/oauth2/v1/token")

@@ -40,6 +40,7 @@ from sandbox.okta_data import (
     DAVE_RSA,
     DEMO_ANSWER,
     DEMO_PASSCODE,
+    DEMO_YUBIKEY_OTP,
     ERIN,
     HELPDESK_GROUP,
 )
@@ -226,7 +227,7 @@ async def test_search_includes_deprovisioned_users(http: httpx.AsyncClient, sche
 
     listed = await http.get("/api/v1/users")
     assert CAROL not in {u["id"] for u in listed.json()}
-    assert len(listed.json()) == 7
+    assert len(listed.json()) == 10  # every demo user but carol
 
     q = await http.get("/api/v1/users", params={"q": "car"})
     assert q.json() == []
@@ -286,8 +287,8 @@ async def test_pagination_follows_the_link_header(http: httpx.AsyncClient) -> No
         pages += 1
         url = r.links.get("next", {}).get("url", "")
         params = None
-    assert pages == 3
-    assert len(seen) == len(set(seen)) == 8
+    assert pages == 4
+    assert len(seen) == len(set(seen)) == 11
     assert CAROL in seen
 
 
@@ -490,17 +491,24 @@ async def test_sms_code_expires_with_token_lifetime(
 
 
 @pytest.mark.parametrize(
-    ("user", "factor"),
-    [(ALICE, ALICE_TOTP), (DAVE, DAVE_HARDWARE), (DAVE, DAVE_HOTP), (DAVE, DAVE_RSA)],
+    ("user", "factor", "passcode"),
+    [
+        (ALICE, ALICE_TOTP, DEMO_PASSCODE),
+        (DAVE, DAVE_HARDWARE, DEMO_YUBIKEY_OTP),
+        (DAVE, DAVE_HOTP, DEMO_PASSCODE),
+        (DAVE, DAVE_RSA, DEMO_PASSCODE),
+    ],
     ids=["totp", "hardware", "hotp", "rsa"],
 )
-async def test_token_factor_passcode_and_reuse(http: httpx.AsyncClient, fake: FakeOkta, user: str, factor: str) -> None:
+async def test_token_factor_passcode_and_reuse(
+    http: httpx.AsyncClient, fake: FakeOkta, user: str, factor: str, passcode: str
+) -> None:
     """Token factors accept the code set by the test once; reuse is 403 E0000082, wrong 403 E0000068."""
     verify = f"/api/v1/users/{user}/factors/{factor}/verify"
     assert_okta_error(await http.post(verify, json={"passCode": "999999"}), 403, "E0000068")
-    ok = await http.post(verify, json={"passCode": DEMO_PASSCODE})
+    ok = await http.post(verify, json={"passCode": passcode})
     assert ok.status_code == 200 and ok.json() == {"factorResult": "SUCCESS"}
-    assert_okta_error(await http.post(verify, json={"passCode": DEMO_PASSCODE}), 403, "E0000082")
+    assert_okta_error(await http.post(verify, json={"passCode": passcode}), 403, "E0000082")
     fake.set_passcode(user, factor, "246810")
     assert (await http.post(verify, json={"passCode": "246810"})).json() == {"factorResult": "SUCCESS"}
 

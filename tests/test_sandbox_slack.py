@@ -6,8 +6,10 @@ import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
+from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.models.blocks import (
@@ -32,19 +34,25 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 from slack_sdk.models.views import View
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from sandbox.slack import (
     AGENT_EMAIL,
     AGENT_USER_ID,
+    ALICE_USER_ID,
     AUDIT_CHANNEL_ID,
     BOT_USER_ID,
+    MANAGER_EMAIL,
+    MANAGER_USER_ID,
     SECOND_AGENT_USER_ID,
     TEAM_ID,
     FakeSlack,
 )
+from sandbox.slack_agent import MessageNotFound, SlackAgent
 
 TOKEN = "xoxb-test-1234-abcd"
+SIGNING = "8f742231b10e8888abcd99yyyzzz85a5"
 T0 = 1_700_000_000.0
 
 
@@ -426,6 +434,131 @@ async def test_users_info_of_added_and_unknown_users(client: AsyncWebClient, fak
     assert (await client.users_lookupByEmail(email="NEW@example.com"))["user"]["id"] == "U0NEWUSER"
     error = await slack_error(client.users_info(user="U0NOBODY0"))
     assert error.response["error"] == "user_not_found"
+
+
+async def test_lookup_by_email_is_a_get_with_the_email_in_the_query(client: AsyncWebClient, fake: FakeSlack) -> None:
+    """users.lookupByEmail is sent as GET ?email= and a miss is users_not_found with HTTP 200."""
+    assert (await client.users_lookupByEmail(email=MANAGER_EMAIL))["user"]["id"] == MANAGER_USER_ID
+    (call,) = fake.calls_to("GET", "/api/users.lookupByEmail")
+    assert call.query == {"email": MANAGER_EMAIL} and call.body == b""
+    miss = await slack_error(client.users_lookupByEmail(email="nobody@example.com"))
+    assert miss.response.status_code == 200 and miss.response["error"] == "users_not_found"
+    assert fake.user_by_email("Alice@Example.com") is not None and fake.user_by_email("") is None
+
+
+# ---------------------------------------------------------------------- DMs
+
+
+async def test_conversations_open_gives_one_stable_dm_per_user(client: AsyncWebClient, fake: FakeSlack) -> None:
+    """conversations.open (args in the query string, empty body) answers the same D… id every time;
+    posting there or to the user id lands in the same DM, which dm_messages reads."""
+    first = await client.conversations_open(users=ALICE_USER_ID)
+    again = await client.conversations_open(users=[ALICE_USER_ID], return_im=True)
+    dm = first["channel"]["id"]
+    assert dm.startswith("D") and dm == again["channel"]["id"] == fake.dm_channel_id(ALICE_USER_ID)
+    assert again["already_open"] is True and again["channel"]["user"] == ALICE_USER_ID
+    call = fake.calls_to("POST", "/api/conversations.open")[0]
+    assert call.query == {"users": ALICE_USER_ID} and call.body == b""
+    posted = await client.chat_postMessage(channel=dm, text="hello", blocks=[SectionBlock(text="hello")])
+    await client.chat_postMessage(channel=ALICE_USER_ID, text="again")
+    assert posted["channel"] == dm
+    assert [m["text"] for m in fake.dm_messages(ALICE_USER_ID)] == ["hello", "again"]
+    stored = fake.message(dm, posted["ts"])
+    assert stored is not None and stored["blocks"][0]["text"]["text"] == "hello"
+    assert fake.dm_messages(MANAGER_USER_ID) == []
+
+
+async def test_a_dm_id_accepts_posts_before_conversations_open(client: AsyncWebClient, fake: FakeSlack) -> None:
+    """The bot's DM with a member exists already: its D… id takes a post without conversations.open."""
+    posted = await client.chat_postMessage(channel=fake.dm_channel_id(MANAGER_USER_ID), text="hi")
+    assert [m["ts"] for m in fake.dm_messages(MANAGER_USER_ID)] == [posted["ts"]]
+
+
+@pytest.mark.parametrize(
+    ("users", "error"),
+    [("", "users_list_not_supplied"), ("U0NOBODY0", "user_not_found"), ("U0GONE001", "user_disabled")],
+)
+async def test_conversations_open_errors(client: AsyncWebClient, fake: FakeSlack, users: str, error: str) -> None:
+    """No users, an unknown user or a deactivated one: Slack's errors, with HTTP 200."""
+    fake.add_user("U0GONE001", "gone@example.com", "Gone Person", deleted=True)
+    failure = await slack_error(client.conversations_open(users=users))
+    assert failure.response.status_code == 200 and failure.response["error"] == error
+
+
+async def test_chat_update_with_empty_blocks_removes_them(client: AsyncWebClient, fake: FakeSlack) -> None:
+    """chat.update keeps the blocks when none are sent and removes them for an empty list, as Slack does."""
+    dm = (await client.conversations_open(users=MANAGER_USER_ID))["channel"]["id"]
+    posted = await client.chat_postMessage(channel=dm, text="Approve?", blocks=[SectionBlock(text="Approve?")])
+    await client.chat_update(channel=dm, ts=posted["ts"], text="Still pending")
+    message = fake.message(dm, posted["ts"])
+    assert message is not None and "blocks" in message
+    await client.chat_update(channel=dm, ts=posted["ts"], text="Approved", blocks=[])
+    assert "blocks" not in message and message["text"] == "Approved"
+    missing = await slack_error(client.chat_update(channel=dm, ts="1.000001", text="x"))
+    assert missing.response["error"] == "message_not_found"
+
+
+# ---------------------------------------------------------------------- clicks on posted messages
+
+
+async def test_click_posted_sends_a_signed_block_actions_for_the_message(
+    client: AsyncWebClient, fake: FakeSlack
+) -> None:
+    """SlackAgent.click_posted, as another member: the button of a message the app posted, as Slack
+    sends it (container message_ts / channel_id, channel, message, user, actions), correctly signed."""
+    received: list[tuple[bytes, dict[str, str]]] = []
+
+    async def interactions(request: web.Request) -> web.Response:
+        received.append((await request.read(), dict(request.headers)))
+        return web.Response(status=200)
+
+    gateway = web.Application()
+    gateway.router.add_post("/slack/interactions", interactions)
+    runner = web.AppRunner(gateway)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    dm = (await client.conversations_open(users=MANAGER_USER_ID))["channel"]["id"]
+    posted = await client.chat_postMessage(
+        channel=dm,
+        text="Approve?",
+        blocks=[
+            ActionsBlock(
+                elements=[
+                    ButtonElement(text="Approve", action_id="approval_approve", value="signed-token", style="primary"),
+                    ButtonElement(text="Deny", action_id="approval_deny", value="signed-token", style="danger"),
+                ]
+            )
+        ],
+    )
+    try:
+        async with SlackAgent(f"http://127.0.0.1:{port}", SIGNING, fake) as agent:
+            manager = agent.as_user(MANAGER_USER_ID)
+            response = await manager.click_posted(dm, posted["ts"], "approval_deny")
+            with pytest.raises(MessageNotFound):
+                await manager.click_posted(dm, "1.000001", "approval_deny")
+    finally:
+        await runner.cleanup()
+    assert response.status_code == 200
+    body, headers = received[0]
+    verifier = SignatureVerifier(SIGNING)
+    assert verifier.is_valid(body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+    payload = json.loads(parse_qs(body.decode())["payload"][0])
+    assert payload["type"] == "block_actions" and payload["user"]["id"] == MANAGER_USER_ID
+    assert payload["user"]["username"] == "morgan"
+    assert payload["container"] == {
+        "type": "message",
+        "message_ts": posted["ts"],
+        "channel_id": dm,
+        "is_ephemeral": False,
+    }
+    assert payload["channel"] == {"id": dm, "name": "directmessage"}
+    assert payload["message"]["ts"] == posted["ts"] and payload["message"]["text"] == "Approve?"
+    (action,) = payload["actions"]
+    assert (action["action_id"], action["value"], action["type"]) == ("approval_deny", "signed-token", "button")
+    assert action["block_id"] == posted["message"]["blocks"][0]["block_id"] and action["action_ts"]
+    assert payload["trigger_id"] and payload["response_url"].startswith("https://hooks.slack.com/actions/")
 
 
 # ---------------------------------------------------------------------- failure switches

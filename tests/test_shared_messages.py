@@ -25,6 +25,9 @@ def test_round_trip_every_command() -> None:
             "ChallengeFactor": {"factor_id": "f1"},
             "SubmitCode": {"code": "123456"},
             "RunAction": {"action": "unlock"},
+            "RequestApproval": {"action": "reset_all_factors"},
+            "DecideApproval": {"approval_token": "tok", "approve": True},
+            "ReportNotMe": {"notice_token": "tok"},
         }.get(cls.__name__, {})
         msg = cls(**fields, **extra)
         back = decode(cls.SUBJECT, msg.encode())

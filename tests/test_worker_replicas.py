@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from sandbox.okta import PushOutcome
 from sandbox.okta_data import ALICE, ALICE_PUSH
 from services.okta_worker.case import Case
-from services.okta_worker.handlers import CaseStore, handle_command
+from services.okta_worker.handlers import handle_command
+from services.okta_worker.store import CaseStore
 from shared.bus import Bus, Delivery
 from shared.messages import Actor, CaseSnapshot, CaseState, ChallengeFactor
 from shared.settings import Settings

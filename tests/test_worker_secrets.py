@@ -10,10 +10,10 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from sandbox.okta import DEFAULT_API_TOKEN
-from sandbox.okta_data import ALICE, ALICE_QUESTION, ALICE_SMS, DEMO_ANSWER
-from services.okta_worker.handlers import AGENTS_BUCKET, CASES_BUCKET
-from shared.bus import AUDIT_STREAM, CASE_STREAM, CMD_STREAM, JOB_STREAM, Bus
-from shared.messages import ActionKind, CaseState, RefreshCase, RunAction
+from sandbox.okta_data import ALICE, ALICE_QUESTION, ALICE_SMS, ALICE_TOTP, DEMO_ANSWER, DEMO_PASSCODE
+from services.okta_worker.store import AGENTS_BUCKET, CASES_BUCKET
+from shared.bus import AUDIT_STREAM, CASE_STREAM, CMD_STREAM, JOB_STREAM, NOTIFY_STREAM, Bus
+from shared.messages import ActionKind, CaseState, RefreshCase, RunAction, StepUp
 from shared.settings import Settings
 from tests.test_worker_flows import harness
 
@@ -44,7 +44,7 @@ def captured_logs() -> Iterator[_Capture]:
 async def stored_bytes(bus: Bus) -> list[bytes]:
     """Everything kept in NATS for this install: every message of every stream, every KV entry."""
     blobs: list[bytes] = []
-    for spec in (CMD_STREAM, JOB_STREAM, CASE_STREAM, AUDIT_STREAM):
+    for spec in (CMD_STREAM, JOB_STREAM, CASE_STREAM, AUDIT_STREAM, NOTIFY_STREAM):
         name = bus.stream_name(spec.name)
         info = await bus.js.stream_info(name)
         for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
@@ -71,7 +71,12 @@ async def test_no_secret_in_logs_kv_streams_or_audit(settings: Settings, bus: Bu
         code = h.okta.last_code(ALICE, ALICE_SMS)
         assert code is not None
         await h.submit(wrong, code)
-        verified = await h.snapshot(snap.case_id, CaseState.VERIFIED, wrong.revision)
+        by_sms = await h.snapshot(snap.case_id, CaseState.VERIFIED, wrong.revision)
+        await h.send(h.cmd(by_sms, StepUp))  # a password needs a strong factor: step up with TOTP
+        factors = await h.snapshot(snap.case_id, CaseState.FACTORS, by_sms.revision)
+        totp = await h.challenge(factors, ALICE_TOTP)
+        await h.submit(totp, DEMO_PASSCODE)
+        verified = await h.snapshot(snap.case_id, CaseState.VERIFIED, totp.revision)
 
         second = await h.select(await h.open(), ALICE)
         question = await h.challenge(second, ALICE_QUESTION)

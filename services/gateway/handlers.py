@@ -12,7 +12,9 @@ duplicate delivery is a no-op on JetStream) and answers Slack with ``reply``, or
 
 Every case-scoped payload (anything inside a case modal) carries the signed case token in the
 view's ``private_metadata``; it is verified here, against the acting Slack user, before anything is
-published. A refusal never reaches the bus.
+published. Buttons on messages to other people (Approve / Deny on an approval request, "This wasn't
+me" on the target's notice) carry their own signed token as the value instead: it is verified here
+for its signature and kind; who may use it is the worker's decision. A refusal never reaches the bus.
 """
 
 from __future__ import annotations
@@ -33,13 +35,18 @@ from shared.messages import (
     ChallengeFactor,
     CloseCase,
     Command,
+    DecideApproval,
     HomeOpened,
+    MessageRef,
     OpenCase,
     RefreshCase,
+    ReportNotMe,
+    RequestApproval,
     ResendChallenge,
     RunAction,
     SearchUsers,
     SelectUser,
+    StepUp,
     SubmitCode,
     ViewRef,
 )
@@ -52,27 +59,41 @@ from shared.tokens import (
     CaseTokenWrongAgent,
 )
 from shared.ui import (
+    ACTION_APPROVE,
     ACTION_BACK_TO_SEARCH,
     ACTION_CANCEL,
     ACTION_CHALLENGE,
     ACTION_CLOSE,
     ACTION_CODE,
+    ACTION_DENY,
+    ACTION_NOT_ME,
     ACTION_OPEN_ADMIN,
     ACTION_REFRESH,
+    ACTION_REQUEST_APPROVAL,
     ACTION_RESEND,
     ACTION_RUN,
     ACTION_SELECT_USER,
     ACTION_START,
+    ACTION_STEP_UP,
     BLOCK_CODE,
     CALLBACK_ANSWER,
     CALLBACK_CODE,
+    CALLBACK_TOKEN_CODE,
+    CALLBACK_YUBIKEY,
     CALLBACKS,
+    CODE_CALLBACKS,
+    MODHEX,
     RESET_FACTOR_PREFIX,
     SHORTCUT_CALLBACK,
+    TOKEN_CODE_MAX_LENGTH,
+    TOKEN_CODE_MIN_LENGTH,
+    YUBIKEY_OTP_LENGTH,
 )
 
 MAX_QUERY = 100
 MAX_ANSWER = 200
+APPROVAL_AGENT_PREFIX = "approval:"  # the agent claim of an approval token (shared/tokens.py)
+NOTICE_AGENT_PREFIX = "target:"  # the agent claim of a notice token
 
 
 @dataclass(frozen=True)
@@ -197,8 +218,8 @@ def _ignored(reason: str) -> Answer:
     return Answer(EMPTY, "ignored", reason)
 
 
-def _refused(kind: str) -> Answer:
-    return Answer(EMPTY, "refused", f"case_token_{kind}")
+def _refused(kind: str, what: str = "case") -> Answer:
+    return Answer(EMPTY, "refused", f"{what}_token_{kind}")
 
 
 def _query(text: str) -> str:
@@ -279,6 +300,8 @@ def _on_block_actions(payload: dict[str, Any], rules: Rules) -> Decision:
         return _open_case(payload, "home" if from_home else "retry", query)
     if action_id == ACTION_OPEN_ADMIN:
         return _ignored("url_button")
+    if action_id in MESSAGE_BUTTONS:
+        return _on_message_button(payload, action_id, action, rules)
     agent = _actor(payload)
     try:
         token, claims = check_case(view, agent.user_id, rules)
@@ -293,6 +316,77 @@ def _on_block_actions(payload: dict[str, Any], rules: Rules) -> Decision:
     return Publish(command, f"{claims.case_id}:{action_id}:{stamp}", case_id=claims.case_id)
 
 
+# Buttons on messages (not views) whose value is a signed token: the token's kind (its agent claim's
+# prefix), the reason prefix for refusals, and the msg id's verb.
+MESSAGE_BUTTONS: dict[str, tuple[str, str, str]] = {
+    ACTION_APPROVE: (APPROVAL_AGENT_PREFIX, "approval", "decide"),
+    ACTION_DENY: (APPROVAL_AGENT_PREFIX, "approval", "decide"),
+    ACTION_NOT_ME: (NOTICE_AGENT_PREFIX, "notice", "not_me"),
+}
+
+
+def check_signed_value(token: str, prefix: str, rules: Rules) -> CaseClaims:
+    """The claims of a button's signed token whose agent claim starts with ``prefix`` (``CaseRefused`` otherwise).
+
+    Anyone may click such a button (an approver, the target user): the signature and the kind are
+    checked here; whether this person may decide is the worker's to check.
+    """
+    if not token:
+        raise CaseRefused("missing")
+    try:
+        claims = rules.tokens.verify(token)
+    except CaseTokenExpired:
+        raise CaseRefused("expired") from None
+    except CaseTokenError:
+        raise CaseRefused("invalid") from None
+    if not claims.agent_id.startswith(prefix) or claims.agent_id == prefix:
+        raise CaseRefused("invalid")
+    return claims
+
+
+def _message_ref(payload: dict[str, Any]) -> MessageRef | None:
+    """The clicked message, to update it later; None if Slack left out its channel or ts."""
+    container = _dict(payload.get("container"))
+    channel = _str(container.get("channel_id")) or _str(_dict(payload.get("channel")).get("id"))
+    ts = _str(container.get("message_ts"))
+    return MessageRef(channel=channel, ts=ts) if channel and ts else None
+
+
+def _on_message_button(payload: dict[str, Any], action_id: str, action: dict[str, Any], rules: Rules) -> Decision:
+    """Approve / Deny on an approval request, "This wasn't me" on the target's notice."""
+    if _dict(payload.get("container")).get("type") != "message" or payload.get("view"):
+        return _ignored(f"action:{action_id}:not_on_message")
+    prefix, token_kind, verb = MESSAGE_BUTTONS[action_id]
+    agent = _actor(payload)
+    token = _str(action.get("value"))
+    try:
+        claims = check_signed_value(token, prefix, rules)
+    except CaseRefused as refused:
+        return _refused(refused.kind, token_kind)
+    message = _message_ref(payload)
+    command: Command
+    if action_id == ACTION_NOT_ME:
+        command = ReportNotMe(agent=agent, notice_token=token, message=message)
+    else:
+        approve = action_id == ACTION_APPROVE
+        command = DecideApproval(agent=agent, approval_token=token, approve=approve, message=message)
+    stamp = _str(action.get("action_ts")) or _str(payload.get("trigger_id"))
+    if not stamp:
+        raise MalformedRequest("no_action_ts")
+    return Publish(command, f"{claims.case_id}:{verb}:{stamp}", case_id=claims.case_id)
+
+
+def _action_of(value: str) -> tuple[ActionKind, str | None] | None:
+    """A run/approval button's value: an ``ActionKind`` value, or ``reset_factor:<factor id>``."""
+    if value.startswith(RESET_FACTOR_PREFIX):
+        factor_id = value.removeprefix(RESET_FACTOR_PREFIX)
+        return (ActionKind.RESET_FACTOR, factor_id) if factor_id else None
+    try:
+        return ActionKind(value), None
+    except ValueError:
+        return None
+
+
 def _case_command(
     action_id: str, action: dict[str, Any], agent: Actor, token: str, view: ViewRef | None
 ) -> Command | None:
@@ -305,15 +399,16 @@ def _case_command(
         return SelectUser(okta_user_id=selected, **common)
     if action_id == ACTION_CHALLENGE:
         return ChallengeFactor(factor_id=value, **common) if value else None
-    if action_id == ACTION_RUN:
-        if value.startswith(RESET_FACTOR_PREFIX):
-            factor_id = value.removeprefix(RESET_FACTOR_PREFIX)
-            return RunAction(action=ActionKind.RESET_FACTOR, factor_id=factor_id, **common) if factor_id else None
-        try:
-            return RunAction(action=ActionKind(value), **common)
-        except ValueError:
+    if action_id in (ACTION_RUN, ACTION_REQUEST_APPROVAL):
+        parsed = _action_of(value)
+        if parsed is None:
             return None
+        kind, factor_id = parsed
+        if action_id == ACTION_RUN:
+            return RunAction(action=kind, factor_id=factor_id, **common)
+        return RequestApproval(action=kind, factor_id=factor_id, **common)
     simple: dict[str, type[Command]] = {
+        ACTION_STEP_UP: StepUp,
         ACTION_RESEND: ResendChallenge,
         ACTION_CANCEL: CancelChallenge,
         ACTION_BACK_TO_SEARCH: BackToSearch,
@@ -342,17 +437,30 @@ def _errors(block_id: str, message: str) -> Reply:
     return Reply(body={"response_action": "errors", "errors": {block_id: message}})
 
 
-def check_code(raw: str | None, min_length: int, max_length: int) -> tuple[str | None, str | None]:
+def check_code(raw: str | None, min_length: int, max_length: int, noun: str = "code") -> tuple[str | None, str | None]:
     """``(code, None)`` for a well-formed code (spaces between digit groups removed), else ``(None, why)``."""
     code = "".join((raw or "").split())
     if not code:
-        return None, "Enter the code the caller reads out."
+        return None, f"Enter the {noun} the caller reads out."
     if not (code.isascii() and code.isdigit()):
-        return None, "The code has digits only."
+        return None, f"The {noun} has digits only."
     if not min_length <= len(code) <= max_length:
         expected = f"{min_length}" if min_length == max_length else f"{min_length} to {max_length}"
-        return None, f"The code has {expected} digits."
+        return None, f"The {noun} has {expected} digits."
     return code, None
+
+
+def check_yubikey_otp(raw: str | None) -> tuple[str | None, str | None]:
+    """``(otp, None)`` for 44 ModHex characters (any case, spaces removed; lower-cased), else ``(None, why)``."""
+    otp = "".join((raw or "").split()).lower()
+    if not otp:
+        return None, f"Enter the {YUBIKEY_OTP_LENGTH} characters the YubiKey types."
+    if not set(otp) <= MODHEX:
+        letters = " ".join(sorted(MODHEX))
+        return None, f"A YubiKey OTP has only the letters {letters}: no digits or other characters."
+    if len(otp) != YUBIKEY_OTP_LENGTH:
+        return None, f"A YubiKey OTP has exactly {YUBIKEY_OTP_LENGTH} characters; this has {len(otp)}."
+    return otp, None
 
 
 def check_answer(raw: str | None) -> tuple[str | None, str | None]:
@@ -367,7 +475,7 @@ def check_answer(raw: str | None) -> tuple[str | None, str | None]:
 def _on_view_submission(payload: dict[str, Any], rules: Rules) -> Decision:
     view = _dict(payload.get("view"))
     callback = view.get("callback_id")
-    if callback not in (CALLBACK_CODE, CALLBACK_ANSWER):
+    if callback not in CODE_CALLBACKS and callback != CALLBACK_ANSWER:
         # Case views have no submit button; an empty answer closes whatever this is.
         return _ignored("submission:other")
     agent = _actor(payload)
@@ -376,9 +484,13 @@ def _on_view_submission(payload: dict[str, Any], rules: Rules) -> Decision:
         token, claims = check_case(view, agent.user_id, rules)
     except CaseRefused as refused:
         return Answer(_errors(block_id, views.REFUSAL_TEXT[refused.kind]), "refused", f"case_token_{refused.kind}")
+    checking = views.CHECKING_CODE
     if callback == CALLBACK_CODE:
         value, problem = check_code(raw, rules.code_min_length, rules.code_max_length)
-        checking = views.CHECKING_CODE
+    elif callback == CALLBACK_TOKEN_CODE:
+        value, problem = check_code(raw, TOKEN_CODE_MIN_LENGTH, TOKEN_CODE_MAX_LENGTH, noun="passcode")
+    elif callback == CALLBACK_YUBIKEY:
+        value, problem = check_yubikey_otp(raw)
     else:
         value, problem = check_answer(raw)
         checking = views.CHECKING_ANSWER

@@ -19,24 +19,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from services.okta_worker.authz import Authorizer, GroupConfigError, GroupDirectory
 from services.okta_worker.case import CaseEngine
-from services.okta_worker.handlers import (
-    AGENTS_BUCKET,
-    AGENTS_TTL,
-    CASES_BUCKET,
-    CASES_TTL,
-    LIMITS_BUCKET,
-    RATE_BUCKET,
-    AgentIndex,
-    CaseStore,
-    PollPacer,
-    WorkerContext,
-    handle_command,
-    poll_push,
-    search_users,
-    utcnow,
-)
-from services.okta_worker.okta_client import OktaAuth, OktaClient, auth_from_settings
+from services.okta_worker.context import WorkerContext, utcnow
+from services.okta_worker.handlers import LIMITS_BUCKET, handle_command, poll_push, search_users
+from services.okta_worker.okta_client import OktaAuth, OktaClient, OktaError, auth_from_settings
+from services.okta_worker.pacer import RATE_BUCKET, PollPacer
+from services.okta_worker.policy import Policy, load_policy
+from services.okta_worker.risk import RISK_BUCKET, RiskReader
+from services.okta_worker.store import AGENTS_BUCKET, AGENTS_TTL, CASES_BUCKET, CASES_TTL, AgentIndex, CaseStore
 from shared.bus import CMD_STREAM, JOB_STREAM, Bus, Delivery, Subscription
 from shared.limits import RateLimiter
 from shared.logging import get_logger
@@ -52,10 +43,11 @@ SEARCH_QUEUE = "okta-worker"
 MAX_ACK_PENDING = 100_000
 
 
-def check_settings(settings: Settings) -> OktaAuth:
-    """What the worker cannot start without: the org, a complete Okta auth, the case-token secret."""
+def check_settings(settings: Settings) -> tuple[OktaAuth, Policy]:
+    """What the worker cannot start without: the org, a complete Okta auth, the case-token secret,
+    a readable assurance policy (``PolicyError`` names the problem)."""
     settings.require("OKTA_ORG_URL", "CASE_TOKEN_SECRET")
-    return auth_from_settings(settings)
+    return auth_from_settings(settings), load_policy(settings.helpdesk_policy, settings.case_verified_ttl)
 
 
 class OktaWorkerService:
@@ -80,7 +72,7 @@ class OktaWorkerService:
         self.job_ack_wait = job_ack_wait
         self.polls_in_flight = polls_in_flight
         self.commands_in_flight = commands_in_flight
-        auth = check_settings(settings)
+        auth, self.policy = check_settings(settings)
         assert settings.okta_org_url is not None
         self.okta = okta or OktaClient(settings.okta_org_url, auth)
         self.tokens = CaseTokens(settings.secret("CASE_TOKEN_SECRET"), ttl=settings.case_token_ttl)
@@ -92,16 +84,27 @@ class OktaWorkerService:
         cases = await bus.key_value(CASES_BUCKET, ttl=CASES_TTL)
         agents = await bus.key_value(AGENTS_BUCKET, ttl=AGENTS_TTL)
         rate = await bus.key_value(RATE_BUCKET, ttl=120)
+        risk_cache = await bus.key_value(RISK_BUCKET, ttl=float(max(1, settings.risk_cache_seconds)))
+        groups = GroupDirectory(self.okta, settings)
+        try:
+            await groups.resolve()
+        except GroupConfigError:
+            raise  # a missing or ambiguous group name: the worker must not run
+        except OktaError as exc:  # Okta unreachable now: resolved on first use instead
+            log.warning("okta.groups.unresolved", error=type(exc).__name__)
+        limiter = await RateLimiter.create(bus, LIMITS_BUCKET)
         self.ctx = ctx = WorkerContext(
             settings=settings,
             bus=bus,
             okta=self.okta,
             store=CaseStore(cases),
             agents=AgentIndex(agents),
-            limiter=await RateLimiter.create(bus, LIMITS_BUCKET),
+            limiter=limiter,
             pacer=PollPacer(settings.push_poll_interval, rate, self.okta),
             tokens=self.tokens,
-            engine=CaseEngine(settings),
+            engine=CaseEngine(settings, self.policy),
+            authorizer=Authorizer(self.okta, bus, groups),
+            risk=RiskReader(self.okta, limiter, risk_cache, settings),
             clock=self.clock,
         )
 

@@ -27,16 +27,23 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.okta_worker.factors import ATTRIBUTE, ChallengeKind, challenge_kind
+from services.okta_worker.policy import ACTION_NAMES, Policy, assurance_reached, channel_of, level_of
 from shared.messages import (
+    ActionGate,
     ActionKind,
     ActionResult,
     Actor,
+    ApprovalInfo,
+    ApprovalStatus,
+    AssuranceLevel,
     CaseSnapshot,
     CaseState,
     ChallengeInfo,
     FactorOption,
     Notice,
+    Proof,
     RecentCase,
+    RiskSummary,
     UserCard,
     VerifiedInfo,
     ViewRef,
@@ -45,7 +52,11 @@ from shared.settings import Settings
 
 HANDLED_KEEP = 32  # command ids remembered per case, so a redelivered command is not run twice
 RESULTS_KEEP = 10
-RESEND_WAIT = timedelta(seconds=30)  # Okta refuses a new SMS/call within 30 s (email 5 s): one rule
+PROOFS_KEEP = 8
+ATTRIBUTE_CHECKS_PER_CASE = 3  # profile-attribute checks an agent may start in one case (they can be guessed)
+# Okta refuses a new SMS or call within 30 s, a new email within 5 s (E0000109 / E0000133 / E0000118).
+RESEND_WAIT = {"email": timedelta(seconds=5)}
+RESEND_WAIT_DEFAULT = timedelta(seconds=30)
 CHALLENGE_STATES = frozenset(
     {CaseState.FACTORS, CaseState.CHALLENGE_SENT, CaseState.REJECTED, CaseState.TIMED_OUT, CaseState.VERIFIED}
 )
@@ -77,6 +88,7 @@ class PendingChallenge(BaseModel):
     kind: ChallengeKind
     weak: bool = False
     correct_answer: int | None = None
+    level: AssuranceLevel | None = None
     sent_at: datetime
     expires_at: datetime | None = None
     attempts_left: int = 0
@@ -126,6 +138,12 @@ class Case(BaseModel):
     verified: VerifiedInfo | None = None
     verified_target_id: str | None = None
     checks: list[str] = Field(default_factory=list)  # profile attributes that matched (extra checks)
+    attribute_checks: int = 0  # profile-attribute checks started in this case (capped)
+    proofs: list[Proof] = Field(default_factory=list)  # every factor verified for this target in this case
+    risk: RiskSummary | None = None
+    approval: ApprovalInfo | None = None
+    disputed: bool = False
+    tac_available: bool = False
     results: list[ActionResult] = Field(default_factory=list)
     notice: Notice | None = None
     denial_reason: str | None = None
@@ -153,10 +171,11 @@ def admin_console_url(settings: Settings, user_id: str) -> str | None:
 
 
 class CaseEngine:
-    """Pure transitions over :class:`Case`; the settings give limits and the mode."""
+    """Pure transitions over :class:`Case`; the settings give limits and the mode, the policy the assurance."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, policy: Policy) -> None:
         self.settings = settings
+        self.policy = policy
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -228,7 +247,15 @@ class CaseEngine:
             raise CaseRefused("You cannot verify or reset your own account here.", "own_account")
 
     def user_selected(
-        self, case: Case, card: UserCard, options: list[FactorOption], protected: list[str], now: datetime
+        self,
+        case: Case,
+        card: UserCard,
+        options: list[FactorOption],
+        protected: list[str],
+        now: datetime,
+        *,
+        risk: RiskSummary | None = None,
+        tac_available: bool = False,
     ) -> Case:
         self.check_select(case, card.id)
         notice = None
@@ -248,6 +275,11 @@ class CaseEngine:
             verified=None,
             verified_target_id=None,
             checks=[],
+            attribute_checks=0,
+            proofs=[],
+            risk=risk,
+            approval=None,
+            tac_available=tac_available,
             results=[],
             escalation=None,
             admin_url=admin_console_url(self.settings, card.id),
@@ -269,6 +301,11 @@ class CaseEngine:
             verified=None,
             verified_target_id=None,
             checks=[],
+            attribute_checks=0,
+            proofs=[],
+            risk=None,
+            approval=None,
+            tac_available=False,
             results=[],
             escalation=None,
             admin_url=None,
@@ -286,8 +323,15 @@ class CaseEngine:
             raise CaseRefused("That factor is not one of this user's factors (the list may be out of date).")
         if not option.usable:
             raise CaseRefused(option.reason or "That factor cannot be checked here.", "unusable")
-        if option.factor_type == ATTRIBUTE and option.id.removeprefix("attr:") in case.checks:
-            raise CaseRefused("That profile check already matched.", "already_checked")
+        if option.factor_type == ATTRIBUTE:
+            if option.id.removeprefix("attr:") in case.checks:
+                raise CaseRefused("That profile check already matched.", "already_checked")
+            if case.attribute_checks >= ATTRIBUTE_CHECKS_PER_CASE:
+                raise CaseRefused(
+                    f"{ATTRIBUTE_CHECKS_PER_CASE} profile checks were already made in this case: profile "
+                    "details can be guessed, so no more are allowed. Verify an enrolled factor.",
+                    "attribute_limit",
+                )
         return option
 
     def challenge_sent(
@@ -306,6 +350,8 @@ class CaseEngine:
         kind = "attribute" if option.factor_type == ATTRIBUTE else challenge_kind(option.factor_type)
         assert kind is not None
         resendable = option.factor_type in ("sms", "call", "email", "push")
+        wait = RESEND_WAIT.get(option.factor_type, RESEND_WAIT_DEFAULT)
+        level = level_of(option.factor_type, number_matching=kind != "push" or correct_answer is not None)
         if kind == "push":
             cap = now + timedelta(seconds=self.settings.push_max_wait)
             expires_at = min(expires_at, cap) if expires_at else cap
@@ -318,16 +364,20 @@ class CaseEngine:
             kind=kind,
             weak=option.weak,
             correct_answer=correct_answer,
+            level=level,
             sent_at=now,
             expires_at=expires_at,
             attempts_left=0 if kind == "push" else max(1, self.settings.code_attempts),
-            resend_available_at=now + RESEND_WAIT if resendable else None,
+            resend_available_at=now + wait if resendable else None,
             can_resend=resendable,
             poll_url=poll_url,
             cancel_url=cancel_url,
             command_id=command_id,
         )
-        return self._next(case, now, state=CaseState.CHALLENGE_SENT, challenge=challenge, verified=None)
+        attribute_checks = case.attribute_checks + (1 if kind == "attribute" else 0)
+        return self._next(
+            case, now, state=CaseState.CHALLENGE_SENT, challenge=challenge, attribute_checks=attribute_checks
+        )
 
     def current_challenge(self, case: Case, challenge_id: str | None = None) -> PendingChallenge:
         """The pending challenge (of that id), or :class:`StaleEvent`."""
@@ -378,26 +428,58 @@ class CaseEngine:
     def failed(self, case: Case, now: datetime, message: str) -> Case:
         return self.with_notice(case, now, message, "error", state=CaseState.FAILED, verified=None)
 
+    def _proof(self, challenge: PendingChallenge, now: datetime) -> Proof:
+        level = challenge.level or level_of(challenge.factor_type) or AssuranceLevel.WEAK
+        return Proof(
+            factor_id=challenge.factor_id,
+            factor_type=challenge.factor_type,
+            label=challenge.label,
+            level=level,
+            channel=channel_of(challenge.factor_type),
+            at=now,
+            expires_at=now + timedelta(seconds=self.settings.case_verified_ttl),
+        )
+
+    def _with_proof(self, case: Case, proof: Proof) -> list[Proof]:
+        """The case's proofs with ``proof`` added (the same factor verified again replaces its older proof)."""
+        kept = [p for p in case.proofs if p.factor_id != proof.factor_id]
+        return [*kept, proof][-PROOFS_KEEP:]
+
     def attribute_matched(self, case: Case, challenge_id: str, now: datetime) -> Case:
         challenge = self.current_challenge(case, challenge_id)
         name = challenge.factor_id.removeprefix("attr:")
+        proofs = self._with_proof(case, self._proof(challenge, now))
+        if self._still_verified(case, now):
+            return self._verified_state(case, proofs, now, checks=[*case.checks, name])
         return self.with_notice(
             case,
             now,
-            f"{name} matches. That is an extra check only: now verify one of the user's factors.",
+            f"{name} matches. That is a weak check, never enough alone: now verify one of the user's factors.",
             "info",
             state=CaseState.FACTORS,
             challenge=None,
             checks=[*case.checks, name],
+            proofs=proofs,
         )
 
     def verified(self, case: Case, challenge_id: str, now: datetime) -> Case:
         challenge = self.current_challenge(case, challenge_id)
         assert case.target is not None
-        ttl = timedelta(seconds=self.settings.case_verified_ttl)
-        method = challenge.label + (f" + {', '.join(case.checks)}" if case.checks else "")
+        return self._verified_state(case, self._with_proof(case, self._proof(challenge, now)), now)
+
+    def _verified_state(self, case: Case, proofs: list[Proof], now: datetime, **changes: object) -> Case:
+        assert case.target is not None
+        counting = [p for p in proofs if p.expires_at > now and p.level != AssuranceLevel.WEAK] or [
+            p for p in proofs if p.expires_at > now
+        ]
+        checks = list(changes.get("checks", case.checks))  # type: ignore[call-overload]
         info = VerifiedInfo(
-            by_agent=case.agent.user_id, method=method, at=now, expires_at=now + ttl, weak=challenge.weak
+            by_agent=case.agent.user_id,
+            method=" + ".join([p.label for p in counting if p.factor_type != ATTRIBUTE] + checks)
+            or " + ".join(p.label for p in counting),
+            at=max(p.at for p in counting),
+            expires_at=max(p.expires_at for p in counting),
+            weak=all(p.level == AssuranceLevel.WEAK for p in counting),
         )
         escalation = None
         if case.protected_groups:
@@ -413,19 +495,28 @@ class CaseEngine:
             verified=info,
             verified_target_id=case.target.id,
             escalation=escalation,
+            proofs=proofs,
+            **changes,
         )
 
-    def push_ended(self, case: Case, challenge_id: str, result: str, now: datetime) -> Case:
+    def push_ended(
+        self, case: Case, challenge_id: str, result: str, now: datetime, security_alerted: bool = False
+    ) -> Case:
         """A push's final result: SUCCESS, REJECTED or TIMEOUT."""
         if result == "SUCCESS":
             return self.verified(case, challenge_id, now)
         challenge = self.current_challenge(case, challenge_id)
         if result == "REJECTED":
+            told = (
+                "security has been alerted."
+                if security_alerted
+                else "tell your security team (no security channel is configured here)."
+            )
             return self.with_notice(
                 case,
                 now,
                 "The push was rejected on the user's phone. If the caller did not reject it, someone else "
-                "may be trying to get into this account: security has been alerted.",
+                f"may be trying to get into this account: {told}",
                 "error",
                 state=CaseState.REJECTED,
                 challenge=None,
@@ -446,6 +537,13 @@ class CaseEngine:
         state = CaseState.VERIFIED if self._still_verified(case, now) else CaseState.FACTORS
         return self._next(case, now, state=state, challenge=None)
 
+    def step_up(self, case: Case, now: datetime) -> Case:
+        """ "Verify another factor": the factor list again, with the proofs kept."""
+        self._require_open(case)
+        if case.target is None or case.state not in (CaseState.VERIFIED, CaseState.FACTORS):
+            raise CaseRefused("Verify the caller first.", "not_verified")
+        return self._next(case, now, state=CaseState.FACTORS, challenge=None)
+
     def closed(self, case: Case, now: datetime) -> Case:
         if case.state == CaseState.CLOSED:
             raise StaleEvent("already closed")
@@ -463,20 +561,36 @@ class CaseEngine:
             and case.target is not None
             and case.verified_target_id == case.target.id
             and v.by_agent == case.agent.user_id
-            and now < v.expires_at
+            and any(p.expires_at > now for p in case.proofs)
         )
 
-    def actions(self, case: Case) -> list[ActionKind]:
-        """What the agent may do now (checked again, server-side, before each one runs)."""
+    def offered(self, case: Case) -> list[ActionKind]:
+        """The actions that apply to this target at all (the policy then says which may run now)."""
         if case.state != CaseState.VERIFIED or case.target is None or self.refusal(case) is not None:
             return []
-        offered = [ActionKind.TEMP_PASSWORD, ActionKind.RESET_LINK]
+        offered = [ActionKind.TEMP_ACCESS_CODE] if case.tac_available else []
+        offered += [ActionKind.TEMP_PASSWORD, ActionKind.RESET_LINK]
         if any(o.factor_type != ATTRIBUTE for o in case.factors):
             offered += [ActionKind.RESET_FACTOR, ActionKind.RESET_ALL_FACTORS]
         if case.target.status == "LOCKED_OUT":
             offered.append(ActionKind.UNLOCK)
         offered.append(ActionKind.REVOKE_SESSIONS)
         return offered
+
+    def gate(self, case: Case, action: ActionKind, now: datetime, factor_id: str | None = None) -> ActionGate:
+        """The policy's answer for ``action`` on this case now."""
+        return self.policy.gate(action, case.proofs, now, risk=case.risk, approval=case.approval, factor_id=factor_id)
+
+    def gates(self, case: Case, now: datetime) -> list[ActionGate]:
+        return [self.gate(case, action, now) for action in self.offered(case)]
+
+    def actions(self, case: Case, now: datetime | None = None) -> list[ActionKind]:
+        """What the agent may do now (checked again, server-side, before each one runs)."""
+        now = now or case.updated_at
+        return [g.action for g in self.gates(case, now) if g.allowed]
+
+    def assurance(self, case: Case, now: datetime) -> str:
+        return assurance_reached(case.proofs, now)
 
     def refusal(self, case: Case) -> str | None:
         """Why no action may run on this case's target at all (mode, protection, own account)."""
@@ -501,7 +615,7 @@ class CaseEngine:
             raise CaseRefused("The verification has expired: verify the caller again.", "verification_expired")
         if (why := self.refusal(case)) is not None:
             raise CaseRefused(why, "escalate" if case.protected_groups else "not_allowed")
-        if action not in self.actions(case):
+        if action not in self.offered(case):
             if action == ActionKind.UNLOCK:
                 raise CaseRefused("The account is not locked out: there is nothing to unlock.", "not_locked")
             raise CaseRefused("That action is not available for this user.", "unavailable")
@@ -509,6 +623,112 @@ class CaseEngine:
             o.id == factor_id and o.factor_type != ATTRIBUTE for o in case.factors
         ):
             raise CaseRefused("That factor is not one of this user's factors.", "unknown_factor")
+        gate = self.gate(case, action, now, factor_id)
+        if gate.allowed:
+            return
+        name = ACTION_NAMES[action]
+        if gate.approval_needed:
+            raise CaseRefused(f"{name} needs {gate.needs}: request an approval first.", "approval_required")
+        raise CaseRefused(
+            f"{name} needs {gate.needs} — verified so far: {gate.has}. Verify another factor first.", "assurance"
+        )
+
+    # -- approvals (four eyes) --------------------------------------------------------------------
+
+    def check_request_approval(
+        self, case: Case, action: ActionKind, agent: Actor, now: datetime, factor_id: str | None = None
+    ) -> ApprovalInfo | None:
+        """May the agent ask for an approval of ``action`` now? Returns a pending request to reuse, if any."""
+        self._require_open(case)
+        if agent.user_id != case.agent.user_id:
+            raise CaseRefused("This case belongs to another agent.", "wrong_agent")
+        if case.state != CaseState.VERIFIED or not self._still_verified(case, now):
+            raise CaseRefused("Verify the caller first.", "not_verified")
+        if (why := self.refusal(case)) is not None:
+            raise CaseRefused(why, "not_allowed")
+        if action not in self.offered(case):
+            raise CaseRefused("That action is not available for this user.", "unavailable")
+        gate = self.gate(case, action, now, factor_id)
+        if gate.allowed:
+            raise CaseRefused("No approval is needed: the action can run now.", "not_needed")
+        if not gate.approval_needed:
+            raise CaseRefused(
+                f"{ACTION_NAMES[action]} needs {gate.needs} — verified so far: {gate.has}. "
+                "Verify another factor before asking for an approval.",
+                "assurance",
+            )
+        pending = case.approval
+        if (
+            pending is not None
+            and pending.status == ApprovalStatus.REQUESTED
+            and pending.action == action
+            and pending.factor_id == factor_id
+            and now < pending.expires_at
+        ):
+            return pending
+        return None
+
+    def approval_requested(
+        self, case: Case, approval_id: str, action: ActionKind, factor_id: str | None, now: datetime
+    ) -> Case:
+        approval = ApprovalInfo(
+            approval_id=approval_id,
+            action=action,
+            factor_id=factor_id,
+            status=ApprovalStatus.REQUESTED,
+            approver=self.policy.approver,
+            requested_by=case.agent.user_id,
+            requested_at=now,
+            expires_at=now + timedelta(minutes=self.policy.approval_minutes),
+        )
+        who = "the user's manager" if self.policy.approver == "manager" else "another help-desk agent"
+        return self.with_notice(
+            case, now, f"Approval requested from {who}: this view updates when they decide.", "info", approval=approval
+        )
+
+    def check_decide(self, case: Case, approval_id: str, approver_id: str, now: datetime) -> ApprovalInfo:
+        """The approval a decision is for, if it may be decided now by ``approver_id`` (Slack user id)."""
+        approval = case.approval
+        if approval is None or approval.approval_id != approval_id:
+            raise CaseRefused("This approval request was replaced by a newer one.", "approval_replaced")
+        if approval.status != ApprovalStatus.REQUESTED:
+            raise CaseRefused(f"This request was already {approval.status.value}.", "approval_decided")
+        if now >= approval.expires_at or case.state in (CaseState.CLOSED, CaseState.DENIED, CaseState.FAILED):
+            raise CaseRefused("This request has expired (or its case was closed).", "approval_expired")
+        if approver_id == approval.requested_by or approver_id == case.agent.user_id:
+            raise CaseRefused("You cannot approve your own request: another person must.", "self_approval")
+        return approval
+
+    def approval_decided(self, case: Case, approval_id: str, approver_id: str, approve: bool, now: datetime) -> Case:
+        approval = self.check_decide(case, approval_id, approver_id, now)
+        status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+        decided = approval.model_copy(update={"status": status, "decided_by": approver_id, "decided_at": now})
+        name = ACTION_NAMES[approval.action]
+        if approve:
+            return self.with_notice(
+                case,
+                now,
+                f"{name} was approved: it may run once, before {decided.expires_at:%H:%M} UTC.",
+                "info",
+                approval=decided,
+            )
+        return self.with_notice(
+            case, now, f"{name} was denied by the approver: it stays refused.", "warning", approval=decided
+        )
+
+    def approval_used(self, case: Case) -> ApprovalInfo | None:
+        if case.approval is None or case.approval.status != ApprovalStatus.APPROVED:
+            return None
+        return case.approval.model_copy(update={"status": ApprovalStatus.USED})
+
+    def disputed(self, case: Case, now: datetime) -> Case:
+        return self.with_notice(
+            case,
+            now,
+            "The user reported this change as not theirs: their sessions were ended and security was alerted.",
+            "error",
+            disputed=True,
+        )
 
     def verification_expired(self, case: Case, now: datetime) -> Case:
         return self.with_notice(
@@ -532,9 +752,12 @@ class CaseEngine:
         target: UserCard | None = None,
         factors: list[FactorOption] | None = None,
         secret_shown: bool = False,
+        approval: ApprovalInfo | None = None,
     ) -> Case:
         result = ActionResult(action=action, ok=ok, message=message, at=now)
         changes: dict[str, object] = {"results": [*case.results[-(RESULTS_KEEP - 1) :], result]}
+        if approval is not None:
+            changes["approval"] = approval
         if target is not None:
             changes["target"] = target.model_copy(update={"protected": bool(case.protected_groups)})
         if factors is not None:
@@ -558,6 +781,7 @@ class CaseEngine:
             raise CaseRefused("This verification failed. Start a new case to try again.", "failed")
 
     def snapshot(self, case: Case, first: bool = False) -> CaseSnapshot:
+        gates = self.gates(case, case.updated_at)
         return CaseSnapshot(
             case_id=case.case_id,
             revision=case.revision,
@@ -574,7 +798,14 @@ class CaseEngine:
             factors=case.factors,
             challenge=case.challenge.info() if case.challenge else None,
             verified=case.verified,
-            actions=self.actions(case),
+            actions=[g.action for g in gates if g.allowed],
+            gates=gates,
+            proofs=case.proofs,
+            assurance=self.assurance(case, case.updated_at),
+            risk=case.risk,
+            approval=case.approval,
+            disputed=case.disputed,
+            tac_available=case.tac_available,
             results=case.results,
             notice=case.notice,
             denial_reason=case.denial_reason,

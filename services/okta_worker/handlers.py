@@ -1,43 +1,47 @@
-"""One async function per subject: the commands, the durable push poll, and the user search.
+"""One async function per command, the durable push poll, and the user search.
 
     ctx = WorkerContext(settings, bus, okta, store, ...)          # built by app.py
     await handle_command(ctx, OpenCase(...), delivery)             # what the CMD consumer calls
     await poll_push(ctx, PollPush(...), delivery)                  # RetryLater while WAITING
     reply = await search_users(ctx, SearchUsers(...))              # request/reply
 
-A command handler loads the case, asks :class:`CaseEngine` whether the step is allowed, makes the Okta
-call, and stores the next case with compare-and-swap (:class:`CaseStore`); every stored revision is
-published as a ``CaseSnapshot`` (msg id ``case_id:revision``) and every step as an ``AuditEvent``.
-A command that has effects in Okta (a challenge, a code, an action) is first *claimed* in the case,
-so a redelivered command never sends a second push or SMS.
+A command handler loads the case, re-checks the agent's authorization, asks :class:`CaseEngine` whether
+the step is allowed (for an action: whether the proofs meet the assurance policy), makes the Okta call,
+and stores the next case with compare-and-swap. A command that has effects in Okta (a challenge, a
+code, an action) is first *claimed* in the case, so a redelivered command never sends a second push or
+SMS. Approvals and the target's "This wasn't me" live in ``approvals.py``.
 
-A temporary password exists only in one local variable and the one ``ShowTempPassword`` request to
-the responder; the case revision it was shown at is published as no snapshot.
+A temporary password or access code exists only in one local variable and the one ``ShowTempPassword``
+request to the responder; the case revision it was shown at is published as no snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from services.okta_worker import metrics
-from services.okta_worker.case import Case, CaseEngine, CaseRefused, StaleEvent
+from services.okta_worker.approvals import decide_approval, report_not_me, request_approval
+from services.okta_worker.case import Case, CaseRefused, StaleEvent
+from services.okta_worker.context import (
+    WorkerContext,
+    case_id_for,
+    case_of,
+    claim,
+    command_id_of,
+    load,
+    recheck_agent,
+)
 from services.okta_worker.factors import ATTRIBUTE, attribute_matches, factor_options
+from services.okta_worker.notify import notify_target, security_channel, send_security_notice
 from services.okta_worker.okta_client import (
-    OktaClient,
     OktaError,
     OktaRateLimited,
     OktaResendTooSoon,
@@ -46,408 +50,49 @@ from services.okta_worker.okta_client import (
     OktaUser,
     OktaUserLocked,
     OktaWrongCode,
-    RateLimit,
     scim_quote,
 )
-from shared.bus import Bus, BusError, Delivery, RetryLater, Unprocessable, kv_read
-from shared.limits import RateLimiter, kv_key
+from services.okta_worker.policy import ACTION_NAMES
+from shared.bus import BusError, Delivery, RetryLater, Unprocessable
 from shared.logging import bind_correlation, get_logger
 from shared.messages import (
     ActionKind,
-    Actor,
-    AuditEvent,
     BackToSearch,
     CancelChallenge,
     CaseState,
     ChallengeFactor,
     CloseCase,
     Command,
+    DecideApproval,
     HomeOpened,
     HomeSnapshot,
-    LookupSlackUser,
     Message,
     Notice,
     OpenCase,
     PollPush,
-    RecentCase,
     RefreshCase,
     RenderAck,
+    ReportNotMe,
+    RequestApproval,
     ResendChallenge,
     RunAction,
     SearchUsers,
     SearchUsersReply,
     SelectUser,
     ShowTempPassword,
-    SlackUserInfo,
+    StepUp,
     SubmitCode,
     UserCard,
     UserOption,
 )
-from shared.settings import Settings
-from shared.tokens import CaseTokenError, CaseTokens
 
 log = get_logger(__name__)
 
-CASES_BUCKET = "cases"
-CASES_TTL = 24 * 3600.0
-AGENTS_BUCKET = "agent_cases"
-AGENTS_TTL = 30 * 24 * 3600.0
-RATE_BUCKET = "okta_rate"
 LIMITS_BUCKET = "challenge_limits"
-RECENT_KEEP = 10
-AUTH_CACHE_SECONDS = 60.0
-LOOKUP_TIMEOUT = 2.0
 SEARCH_DEADLINE = 2.0
 LIMIT_WINDOW = 3600
 LABEL_MAX = 75
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-# ----------------------------------------------------------------------------------------- storage
-
-
-class CaseStore:
-    """Cases in KV ``cases``: create once, then compare-and-swap on the KV revision."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
-
-    async def get(self, case_id: str) -> tuple[Case, int] | None:
-        found = await kv_read(self.kv, kv_key(case_id))
-        if found is None:
-            return None
-        value, revision = found
-        try:
-            return Case.model_validate_json(value), revision
-        except ValidationError:
-            log.error("case.unreadable", case_id=case_id)
-            return None
-
-    async def create(self, case: Case) -> bool:
-        try:
-            await self.kv.create(kv_key(case.case_id), case.model_dump_json().encode())
-        except KeyWrongLastSequenceError:
-            return False
-        return True
-
-    async def update(
-        self, case_id: str, change: Callable[[Case], Case], known: tuple[Case, int] | None = None
-    ) -> tuple[Case, Case]:
-        """Apply ``change`` to the stored case until the write wins; returns (before, after).
-
-        ``change`` is pure, so running it again on a fresher case is safe; it may raise
-        ``CaseRefused`` / ``StaleEvent``, which propagate. An unchanged result is not written.
-        ``known`` (a case and revision just read) saves the first read; a newer write wins over it.
-        """
-        for _ in range(50):
-            current, known = known or await self.get(case_id), None
-            if current is None:
-                raise StaleEvent("case not found (expired or never opened)")
-            case, revision = current
-            updated = change(case)
-            if updated == case:
-                return case, case
-            try:
-                await self.kv.update(kv_key(case_id), updated.model_dump_json().encode(), last=revision)
-            except KeyWrongLastSequenceError:
-                metrics.CAS_CONFLICTS.inc()
-                continue
-            return case, updated
-        raise BusError(f"case {case_id} too contended")
-
-
-class AgentIndex:
-    """Each agent's last cases (KV ``agent_cases``), for their App Home."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
-
-    async def recent(self, agent_id: str) -> list[RecentCase]:
-        found = await kv_read(self.kv, kv_key(agent_id))
-        if found is None:
-            return []
-        return [RecentCase.model_validate(item) for item in orjson.loads(found[0])]
-
-    async def record(self, agent_id: str, item: RecentCase) -> None:
-        key = kv_key(agent_id)
-        for _ in range(20):
-            try:
-                entry = await self.kv.get(key)
-                items = [] if entry.value is None else orjson.loads(entry.value)
-                revision: int | None = int(entry.revision or 0)
-            except KeyNotFoundError:
-                items, revision = [], None
-            items = [i for i in items if i.get("case_id") != item.case_id]
-            items.insert(0, item.model_dump(mode="json"))
-            items.sort(key=lambda i: str(i.get("at")), reverse=True)
-            value = orjson.dumps(items[:RECENT_KEEP])
-            try:
-                if revision is None:
-                    await self.kv.create(key, value)
-                else:
-                    await self.kv.update(key, value, last=revision)
-            except KeyWrongLastSequenceError:
-                continue
-            return
-
-
-class PollPacer:
-    """When a push's next poll happens: every interval, longer when Okta's budget runs low.
-
-    Polls of one push fall on a grid (first poll + k × interval), so the user's wait between two
-    polls stays one interval however long a job queued. JetStream brings a job back ``lead`` seconds
-    before its tick and the worker waits out the rest itself: a redelivery is a few to a hundred ms
-    late under load, an event-loop timer is not.
-
-    Every replica writes the rate-limit headers it last saw to KV ``okta_rate`` (at most once a second)
-    and reads the others' there, so all replicas slow down together before Okta answers 429.
-    """
-
-    LOW = 0.10  # below this share of the budget left: wait for the window to reset
-    TIGHT = 0.30  # below this: poll half as often
-    CATCH_UP = 0.10  # at most this share of the interval is made up per poll
-
-    def __init__(self, interval: float, kv: KeyValue | None, okta: OktaClient) -> None:
-        self.interval = interval
-        self.lead = min(0.2, interval * 0.1)
-        self.kv = kv
-        self.okta = okta
-        self.shared: RateLimit | None = None
-        self._synced_at = 0.0
-        self._sync_task: asyncio.Task[None] | None = None
-
-    def budget(self, now: float | None = None) -> RateLimit | None:
-        now = time.time() if now is None else now
-        seen = [r for r in (self.okta.rate, self.shared) if r is not None and r.reset > now]
-        if not seen:
-            return None
-        return min(seen, key=lambda r: r.remaining / max(1, r.limit))
-
-    def delay(self, now: float | None = None, since_first: float | None = None, spent: float = 0.0) -> float:
-        """Seconds until the next poll: the next tick of the push's grid (``since_first``: seconds since
-        its first poll), else one interval from when this poll started (``spent`` seconds ago)."""
-        now = time.time() if now is None else now
-        if now - self._synced_at > 1.0 and self.kv is not None and self._sync_task is None:
-            self._synced_at = now
-            self._sync_task = asyncio.create_task(self._sync())
-        rate = self.budget(now)
-        if rate is not None and rate.limit > 0:
-            share = rate.remaining / rate.limit
-            if share <= self.LOW:
-                return max(self.interval, rate.reset - now + random.uniform(0.1, 1.0))
-            if share <= self.TIGHT:
-                return self.interval * 2
-        # Queueing and redelivery make each poll a little late; left alone that adds up, and the gap
-        # between two polls (the user's wait for the case to move on) grows past the interval. So aim
-        # at the push's grid (first poll + k × interval), closing at most a tenth of the interval per
-        # poll, so that polls late after a burst or a restart come back without crowding Okta.
-        if since_first is None:
-            return self.interval - min(spent, self.interval * self.CATCH_UP)
-        behind = since_first % self.interval
-        return self.interval - min(behind, self.interval * self.CATCH_UP) - self.lead
-
-    def until_tick(self, since_first: float) -> float:
-        """Seconds to wait for the grid's next tick when a job came back early (0: poll now)."""
-        ahead = -since_first % self.interval
-        return ahead if 0 < ahead <= 2 * self.lead else 0.0
-
-    async def _sync(self) -> None:
-        assert self.kv is not None
-        try:
-            mine = self.okta.rate
-            if mine is not None:
-                await self.kv.put("api", orjson.dumps(mine.__dict__))
-            entry = await self.kv.get("api")
-            if entry.value:
-                self.shared = RateLimit(**orjson.loads(entry.value))
-        except Exception as exc:  # the budget is advisory: never fail a poll over it
-            log.debug("okta.rate.sync_failed", error=type(exc).__name__)
-        finally:
-            self._sync_task = None
-
-
-# ----------------------------------------------------------------------------------------- context
-
-
-@dataclass
-class WorkerContext:
-    """What every handler needs; built once per process by ``app.py``."""
-
-    settings: Settings
-    bus: Bus
-    okta: OktaClient
-    store: CaseStore
-    agents: AgentIndex
-    limiter: RateLimiter
-    pacer: PollPacer
-    tokens: CaseTokens
-    engine: CaseEngine
-    clock: Callable[[], datetime] = utcnow
-    auth_cache: dict[str, tuple[float, str, str]] = field(default_factory=dict)
-    handled: int = 0  # commands and jobs this process handled (bench: the split across replicas)
-
-    # -- publishing -------------------------------------------------------------------------------
-
-    async def publish_case(self, case: Case, *, first: bool = False) -> None:
-        """The case's snapshot; ``first`` only for the one published as the case was created."""
-        if case.secret_revision == case.revision:
-            return  # the revision of a one-time secret: the responder shows it from ShowTempPassword only
-        await self.bus.publish(self.engine.snapshot(case, first=first), msg_id=f"{case.case_id}:{case.revision}")
-
-    async def audit(
-        self,
-        case: Case,
-        name: str,
-        outcome: str,
-        *,
-        category: str = "case",
-        severity: str = "info",
-        **details: str | int | float | bool | None,
-    ) -> None:
-        event = AuditEvent(
-            category=category,  # type: ignore[arg-type]
-            action=name,
-            outcome=outcome,  # type: ignore[arg-type]
-            actor=case.agent.user_id,
-            target=case.target.login if case.target else None,
-            case_id=case.case_id,
-            severity=severity,  # type: ignore[arg-type]
-            details={
-                "agent_email": case.agent_email,
-                "target_id": case.target.id if case.target else None,
-                "revision": case.revision,
-                **details,
-            },
-        )
-        await self.bus.publish(event, msg_id=f"{case.case_id}:{case.revision}:{category}.{name}")
-
-    async def apply(
-        self,
-        case_id: str,
-        change: Callable[[Case], Case],
-        view: Any = None,
-        known: tuple[Case, int] | None = None,
-    ) -> tuple[Case, Case]:
-        """Store the next case (CAS) and publish its snapshot; index it for the agent's Home."""
-        engine = self.engine
-
-        def with_view(case: Case) -> Case:
-            return change(engine.seen_view(case, view))
-
-        before, after = await self.store.update(case_id, with_view, known)
-        if after.revision != before.revision:
-            await self.publish_case(after)
-            if after.state != before.state:
-                metrics.TRANSITIONS.labels(after.state.value).inc()
-                await self.remember(after)
-        return before, after
-
-    async def remember(self, case: Case) -> None:
-        """List the case on the agent's App Home once it concerns someone (a user picked) or was denied:
-        a modal opened and closed again is not one of "your last cases"."""
-        if case.target is not None or case.state == CaseState.DENIED:
-            await self.agents.record(case.agent.user_id, self.engine.recent(case))
-
-    async def notify(self, case_id: str, refused: CaseRefused, view: Any = None) -> Case | None:
-        """Show a refusal to the agent as a notice on the case."""
-        now = self.clock()
-        try:
-            _, after = await self.apply(
-                case_id,
-                lambda c: self.engine.with_notice(c, now, refused.message, retry_in=refused.retry_in),
-                view,
-            )
-        except StaleEvent:
-            return None
-        return after
-
-
-# -------------------------------------------------------------------------------------- authorization
-
-
-async def authorize(ctx: WorkerContext, agent: Actor) -> tuple[str, str]:
-    """The agent's (email, Okta user id) if they are in ``OKTA_HELPDESK_GROUP``; ``CaseRefused`` if not."""
-    if (cached := cached_authorization(ctx, agent)) is not None:
-        return cached
-    try:
-        info = await ctx.bus.request(LookupSlackUser(user_id=agent.user_id), SlackUserInfo, timeout=LOOKUP_TIMEOUT)
-    except BusError:
-        raise CaseRefused("Your Slack profile could not be looked up right now; try again.", "lookup_failed") from None
-    if info.error or info.deleted or info.is_bot:
-        raise CaseRefused("Your Slack account could not be checked (deactivated or not a person).", "slack_user")
-    if not info.email:
-        raise CaseRefused(
-            "Your Slack profile has no email the help desk can read, so your Okta account cannot be found.",
-            "no_email",
-        )
-    group = ctx.settings.okta_helpdesk_group
-    try:
-        user = await ctx.okta.find_user_by_email(info.email)
-        if user is None:
-            raise CaseRefused(f"No Okta user has the login or email {info.email}.", "no_okta_user")
-        if user.status != "ACTIVE":
-            raise CaseRefused(f"Your Okta account is {user.status}, not ACTIVE.", "okta_user_inactive")
-        groups = await ctx.okta.user_group_names(user.id)
-    except OktaError as exc:
-        raise CaseRefused(f"Your access could not be checked in Okta: {exc.message}", "okta_error") from None
-    if group not in groups:
-        raise CaseRefused(f"You are not in the Okta group {group!r}, which this help desk requires.", "not_in_group")
-    ctx.auth_cache[agent.user_id] = (time.monotonic() + AUTH_CACHE_SECONDS, info.email, user.id)
-    return info.email, user.id
-
-
-def cached_authorization(ctx: WorkerContext, agent: Actor) -> tuple[str, str] | None:
-    """The agent's (email, Okta user id) if they were authorized in the last AUTH_CACHE_SECONDS."""
-    cached = ctx.auth_cache.get(agent.user_id)
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1], cached[2]
-    return None
-
-
-def case_id_for(trigger_id: str) -> str:
-    """One case per trigger id, so a redelivered OpenCase finds its case instead of opening a second."""
-    return "c_" + hashlib.sha256(trigger_id.encode()).hexdigest()[:24]
-
-
-def command_id_of(message: Message, delivery: Delivery | None) -> str:
-    if delivery is not None and (msg_id := delivery.headers.get("Nats-Msg-Id")):
-        return msg_id
-    return hashlib.sha256(message.encode()).hexdigest()[:32]
-
-
-def case_of(ctx: WorkerContext, command: Command) -> str:
-    """The case id from the command's signed token, checked against the acting agent."""
-    if not command.case_token:
-        raise Unprocessable("command without a case token")
-    try:
-        claims = ctx.tokens.verify(command.case_token, agent_id=command.agent.user_id)
-    except CaseTokenError as exc:
-        raise Unprocessable(f"case token refused: {exc}") from None
-    bind_correlation(case_id=claims.case_id)
-    return claims.case_id
-
-
-async def load(ctx: WorkerContext, case_id: str) -> Case:
-    found = await ctx.store.get(case_id)
-    if found is None:
-        raise Unprocessable("case not found (expired or never opened)")
-    return found[0]
-
-
-async def claim(ctx: WorkerContext, case_id: str, command_id: str, view: Any) -> bool:
-    """Mark a command with effects in Okta as taken; False if it was already (a redelivery)."""
-    taken = False
-
-    def mark(case: Case) -> Case:
-        nonlocal taken
-        taken = command_id in case.handled
-        return case if taken else ctx.engine.remember(ctx.engine.seen_view(case, view), command_id)
-
-    await ctx.store.update(case_id, mark)
-    return not taken
+TAC_TTL_MINUTES = 60
 
 
 # -------------------------------------------------------------------------------------------- opening
@@ -465,8 +110,8 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
     token = ctx.tokens.issue(case_id=case_id, agent_id=cmd.agent.user_id)
     case = ctx.engine.open(case_id, cmd.agent, cmd.trigger_id, token, now, query=cmd.query, channel_id=cmd.channel_id)
     case = ctx.engine.seen_view(case, cmd.view)
-    if (known := cached_authorization(ctx, cmd.agent)) is not None:
-        case = ctx.engine.authorized(case, *known, now)
+    if (known := ctx.authorizer.cached(cmd.agent)) is not None:
+        case = ctx.engine.authorized(case, known.email, known.okta_id, now)
     if await ctx.store.create(case):
         await ctx.publish_case(case, first=True)
         await ctx.remember(case)
@@ -479,7 +124,7 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
         if case.state != CaseState.OPENED:
             return
     try:
-        email, okta_id = await authorize(ctx, cmd.agent)
+        agent = await ctx.authorizer.authorize(cmd.agent)
     except CaseRefused as refused:
         reason, why = refused.reason, refused.message
         try:
@@ -489,7 +134,7 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
         await ctx.audit(after, "case.denied", "denied", reason=reason)
         return
     with contextlib.suppress(StaleEvent):
-        _, after = await ctx.apply(case_id, lambda c: ctx.engine.authorized(c, email, okta_id, ctx.clock()))
+        _, after = await ctx.apply(case_id, lambda c: ctx.engine.authorized(c, agent.email, agent.okta_id, ctx.clock()))
         log.info("case.authorized", agent=cmd.agent.user_id)
 
 
@@ -514,43 +159,88 @@ def user_card(user: OktaUser, protected: list[str]) -> UserCard:
 
 
 async def select_user(ctx: WorkerContext, cmd: SelectUser, command_id: str) -> None:
+    """The caller's Okta user: factors, protection, risk; refused for the agent's own accounts."""
     case_id = case_of(ctx, cmd)
     case = await load(ctx, case_id)
     try:
         ctx.engine.check_select(case, cmd.okta_user_id)
-        user, raw_factors, groups = await asyncio.gather(
+        agent = await recheck_agent(ctx, cmd, case)
+        if agent is None:
+            return
+        user, raw_factors, groups, resolved = await asyncio.gather(
             ctx.okta.get_user(cmd.okta_user_id),
             ctx.okta.list_factors(cmd.okta_user_id),
-            ctx.okta.user_group_names(cmd.okta_user_id),
+            ctx.okta.user_groups(cmd.okta_user_id),
+            ctx.authorizer.groups.get(),
         )
         if user.status == "DEPROVISIONED":
             raise CaseRefused(f"{user.login} is deprovisioned: there is nothing to verify.", "deprovisioned")
+        if (shared := agent.shares_identity_with(user)) is not None:
+            raise CaseRefused(
+                f"{user.login} shares your {shared}: it counts as your own account, which you cannot verify "
+                "or reset here. Ask another agent.",
+                "own_account",
+            )
     except CaseRefused as refused:
         after = await ctx.notify(case_id, refused, cmd.view)
         if after is not None and refused.reason == "own_account":
-            await ctx.audit(after, "case.user_selected", "refused", reason="own_account")
+            await ctx.audit(
+                after,
+                "case.user_selected",
+                "refused",
+                severity="warning",
+                reason="own_account",
+                selected_id=cmd.okta_user_id,
+            )
         return
     except OktaError as exc:
         await ctx.notify(case_id, CaseRefused(exc.message), cmd.view)
         return
-    protected = [g for g in groups if g in ctx.settings.okta_protected_groups]
+    protected = resolved.protected_names(groups)
     options = factor_options(raw_factors, user.profile, ctx.settings.okta_verify_attributes)
     card = user_card(user, protected)
+    risk, tac = await asyncio.gather(ctx.risk.read(user, ctx.clock()), tac_available(ctx))
     try:
         _, after = await ctx.apply(
-            case_id, lambda c: ctx.engine.user_selected(c, card, options, protected, ctx.clock()), cmd.view
+            case_id,
+            lambda c: ctx.engine.user_selected(c, card, options, protected, ctx.clock(), risk=risk, tac_available=tac),
+            cmd.view,
         )
     except CaseRefused as refused:
         await ctx.notify(case_id, refused, cmd.view)
         return
     await ctx.audit(
-        after, "case.user_selected", "success", status=user.status, protected=bool(protected), factors=len(options)
+        after,
+        "case.user_selected",
+        "success",
+        status=user.status,
+        protected=bool(protected),
+        factors=len(options),
+        risk=risk.level,
+        risk_signals="; ".join(risk.signals) or None,
     )
+
+
+async def tac_available(ctx: WorkerContext) -> bool:
+    """Whether the org has the Temporary Access Code authenticator (looked up at most every 10 min)."""
+    if ctx.settings.helpdesk_mode != "full":
+        return False
+    now = time.monotonic()
+    if ctx.tac_checked_at is not None and now - ctx.tac_checked_at < 600:
+        return ctx.tac_authenticator_id is not None
+    try:
+        ctx.tac_authenticator_id = await ctx.okta.tac_authenticator_id()
+    except OktaError:
+        ctx.tac_authenticator_id = None
+    ctx.tac_checked_at = now
+    return ctx.tac_authenticator_id is not None
 
 
 async def back_to_search(ctx: WorkerContext, cmd: BackToSearch, command_id: str) -> None:
     case_id = case_of(ctx, cmd)
     case = await load(ctx, case_id)
+    if await recheck_agent(ctx, cmd, case) is None:
+        return
     await _cancel_pending_push(ctx, case)
     try:
         await ctx.apply(case_id, lambda c: ctx.engine.back_to_search(c, ctx.clock()), cmd.view)
@@ -589,7 +279,11 @@ async def challenge_factor(ctx: WorkerContext, cmd: ChallengeFactor, command_id:
     try:
         option = ctx.engine.check_challenge(case, cmd.factor_id)
     except CaseRefused as refused:
-        await ctx.notify(case_id, refused, cmd.view)
+        after = await ctx.notify(case_id, refused, cmd.view)
+        if after is not None and refused.reason == "attribute_limit":
+            await ctx.audit(after, "case.limit_hit", "refused", severity="warning", factor_type=ATTRIBUTE)
+        return
+    if await recheck_agent(ctx, cmd, case) is None:
         return
     if not await claim(ctx, case_id, command_id, cmd.view):
         case = await load(ctx, case_id)
@@ -600,27 +294,27 @@ async def challenge_factor(ctx: WorkerContext, cmd: ChallengeFactor, command_id:
     assert case.target is not None
     target_id = case.target.id
     challenge_id = uuid.uuid4().hex[:16]
-    if option.factor_type != ATTRIBUTE:
-        decision = await ctx.limiter.hit(f"target:{target_id}", ctx.settings.challenge_limit, LIMIT_WINDOW)
-        if not decision.allowed:
-            minutes = max(1, round(decision.retry_after / 60))
-            limited = CaseRefused(
-                f"{decision.count} challenges were already sent to this user in the last hour, the limit "
-                f"against push bombing. Try again in about {minutes} min, or escalate.",
-                "limit",
+    # Profile-attribute checks count too: a guessed birth date is as much an attack as a push bomb.
+    decision = await ctx.limiter.hit(f"target:{target_id}", ctx.settings.challenge_limit, LIMIT_WINDOW)
+    if not decision.allowed:
+        minutes = max(1, round(decision.retry_after / 60))
+        limited = CaseRefused(
+            f"{decision.count} challenges and checks were already made on this user in the last hour, the "
+            f"limit against push bombing and guessing. Try again in about {minutes} min, or escalate.",
+            "limit",
+        )
+        after = await ctx.notify(case_id, limited, cmd.view)
+        metrics.CHALLENGES.labels(option.factor_type, "limited").inc()
+        if after is not None:
+            await ctx.audit(
+                after,
+                "case.limit_hit",
+                "refused",
+                severity="warning",
+                factor_type=option.factor_type,
+                limit=ctx.settings.challenge_limit,
             )
-            after = await ctx.notify(case_id, limited, cmd.view)
-            metrics.CHALLENGES.labels(option.factor_type, "limited").inc()
-            if after is not None:
-                await ctx.audit(
-                    after,
-                    "case.limit_hit",
-                    "refused",
-                    severity="warning",
-                    factor_type=option.factor_type,
-                    limit=ctx.settings.challenge_limit,
-                )
-            return
+        return
     await _cancel_pending_push(ctx, case)
     fields: dict[str, Any] = {"command_id": command_id}
     notice: str | None = None
@@ -675,6 +369,8 @@ async def submit_code(ctx: WorkerContext, cmd: SubmitCode, command_id: str) -> N
         challenge = ctx.engine.check_submit(case)
     except CaseRefused as refused:
         await ctx.notify(case_id, refused, cmd.view)
+        return
+    if await recheck_agent(ctx, cmd, case) is None:
         return
     if not await claim(ctx, case_id, command_id, cmd.view):
         return
@@ -731,13 +427,26 @@ async def submit_code(ctx: WorkerContext, cmd: SubmitCode, command_id: str) -> N
     except StaleEvent:
         return
     metrics.CHALLENGES.labels(challenge.factor_type, "verified").inc()
-    await ctx.audit(after, "case.verified", "success", factor_type=challenge.factor_type, weak=challenge.weak)
+    await verified_audit(ctx, after, challenge.factor_type)
+
+
+async def verified_audit(ctx: WorkerContext, case: Case, factor_type: str) -> None:
+    """``case.verified`` with the level proved; a protected target's escalation goes to a person."""
+    proof = case.proofs[-1] if case.proofs else None
+    await ctx.audit(
+        case, "case.verified", "success", factor_type=factor_type, level=proof.level.value if proof else None
+    )
+    if case.escalation and len([p for p in case.proofs if p.factor_type != ATTRIBUTE]) == 1:
+        delivered = await send_security_notice(ctx, case, "escalation", case.escalation)
+        await ctx.audit(case, "case.escalated", "info", severity="warning", notified=delivered)
 
 
 async def resend(ctx: WorkerContext, cmd: ResendChallenge, command_id: str) -> None:
     """Send the code again (or a new push) once Okta's 30 s wait is over; counts against the limit."""
     case_id = case_of(ctx, cmd)
     case = await load(ctx, case_id)
+    if await recheck_agent(ctx, cmd, case) is None:
+        return
     try:
         challenge = ctx.engine.check_resend(case, ctx.clock())
     except CaseRefused as refused:
@@ -758,6 +467,20 @@ async def cancel_challenge(ctx: WorkerContext, cmd: CancelChallenge, command_id:
         await ctx.apply(case_id, lambda c: ctx.engine.cancelled(c, ctx.clock()), cmd.view)
     except CaseRefused as refused:
         await ctx.notify(case_id, refused, cmd.view)
+
+
+async def step_up(ctx: WorkerContext, cmd: StepUp, command_id: str) -> None:
+    """ "Verify another factor": the factor list, with what the case has verified kept."""
+    case_id = case_of(ctx, cmd)
+    case = await load(ctx, case_id)
+    if await recheck_agent(ctx, cmd, case) is None:
+        return
+    try:
+        _, after = await ctx.apply(case_id, lambda c: ctx.engine.step_up(c, ctx.clock()), cmd.view)
+    except CaseRefused as refused:
+        await ctx.notify(case_id, refused, cmd.view)
+        return
+    await ctx.audit(after, "case.step_up", "info")
 
 
 def since(ctx: WorkerContext, moment: datetime) -> float:
@@ -817,19 +540,28 @@ async def poll_push(ctx: WorkerContext, job: PollPush, delivery: Delivery | None
         delay = ctx.pacer.delay(since_first=since_first, spent=(now - started).total_seconds())
         raise RetryLater(max(0.05, min(delay, remaining)), "push waiting")
     seen = time.perf_counter()
+    alerted = security_channel(ctx.settings) is not None
     try:
         _, after = await ctx.apply(
-            job.case_id, lambda c: ctx.engine.push_ended(c, job.challenge_id, result, ctx.clock()), known=found
+            job.case_id,
+            lambda c: ctx.engine.push_ended(c, job.challenge_id, result, ctx.clock(), alerted),
+            known=found,
         )
     except (StaleEvent, CaseRefused):
         return
     metrics.PUSH_RESULT_TO_UPDATE.observe(time.perf_counter() - seen)
     if result == "SUCCESS":
         metrics.CHALLENGES.labels("push", "verified").inc()
-        await ctx.audit(after, "case.verified", "success", factor_type="push")
+        await verified_audit(ctx, after, "push")
     elif result == "REJECTED":
         metrics.CHALLENGES.labels("push", "rejected").inc()
         await ctx.audit(after, "case.rejected", "failure", factor_type="push")
+        await send_security_notice(
+            ctx,
+            after,
+            "push_rejected",
+            "A push sent by the help desk was rejected on the user's phone: the caller may not be the user.",
+        )
         await ctx.audit(
             after,
             "push_rejected",
@@ -848,34 +580,46 @@ async def poll_push(ctx: WorkerContext, job: PollPush, delivery: Delivery | None
 
 
 async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> None:
-    """A reset or unlock, re-checked server-side: verified, in time, by this agent, for this user."""
+    """A change to the target's account, re-checked server-side before any Okta call: the agent still
+    authorized, the case verified by them for this user, the proofs meeting the policy for this action,
+    and, where the policy wants one, an approval — spent in the same compare-and-swap as the claim."""
     case_id = case_of(ctx, cmd)
     case = await load(ctx, case_id)
     engine = ctx.engine
+    required = engine.gate(case, cmd.action, ctx.clock(), cmd.factor_id).needs if engine.offered(case) else None
     try:
         engine.check_action(case, cmd.action, cmd.agent, ctx.clock(), cmd.factor_id)
-        await authorize(ctx, cmd.agent)
     except CaseRefused as refused:
-        if refused.reason == "verification_expired":
-            with contextlib.suppress(StaleEvent, CaseRefused):
-                await ctx.apply(case_id, lambda c: engine.verification_expired(c, ctx.clock()), cmd.view)
-            return
-        after = await ctx.notify(case_id, refused, cmd.view)
-        if after is not None:
-            action = "case.escalated" if refused.reason in ("escalate", "not_allowed") else "case.action"
-            await ctx.audit(after, action, "refused", action_kind=cmd.action.value, reason=refused.reason)
+        await _action_refused(ctx, case_id, cmd, refused, required)
         return
-    if not await claim(ctx, case_id, command_id, cmd.view):
+    if await recheck_agent(ctx, cmd, case) is None:
         return
+    try:
+        claimed = await claim_action(ctx, case_id, command_id, cmd)
+    except CaseRefused as refused:  # the case changed in between (an approval spent, the proof expired)
+        await _action_refused(ctx, case_id, cmd, refused, required)
+        return
+    if claimed is None:
+        return
+    case = claimed
     assert case.target is not None
     uid = case.target.id
     label = case.target.display_name
     secret: str | None = None
+    secret_expires: datetime | None = None
     factors = None
     try:
         if cmd.action == ActionKind.TEMP_PASSWORD:
             secret = await ctx.okta.temp_password(uid)
             message = f"Temporary password shown once to the agent; {label} must change it at next sign-in."
+        elif cmd.action == ActionKind.TEMP_ACCESS_CODE:
+            authenticator = ctx.tac_authenticator_id or await ctx.okta.tac_authenticator_id()
+            if authenticator is None:
+                raise CaseRefused("This Okta org has no Temporary Access Code authenticator.", "no_tac")
+            issued = await ctx.okta.create_tac(uid, authenticator, TAC_TTL_MINUTES)
+            secret = issued.code
+            secret_expires = _parse_time(issued.expires_at) or ctx.clock() + timedelta(minutes=TAC_TTL_MINUTES)
+            message = f"Temporary access code shown once to the agent; {label} signs in with it once."
         elif cmd.action == ActionKind.RESET_LINK:
             await ctx.okta.reset_password_email(uid)
             message = f"A password reset link was emailed to {case.target.email or case.target.login}."
@@ -894,8 +638,8 @@ async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> Non
             await ctx.okta.unlock(uid)
             message = f"{label}'s account was unlocked."
         else:
-            await ctx.okta.revoke_sessions(uid)
-            message = f"All of {label}'s Okta sessions were ended."
+            await ctx.okta.revoke_sessions(uid, oauth_tokens=True)
+            message = f"All of {label}'s Okta sessions were ended and their OAuth tokens revoked."
         user = await _quiet_user(ctx, uid)
         if cmd.action in (ActionKind.RESET_FACTOR, ActionKind.RESET_ALL_FACTORS):
             with contextlib.suppress(OktaError):
@@ -905,7 +649,9 @@ async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> Non
         text = exc.message
         with contextlib.suppress(StaleEvent):
             _, after = await ctx.apply(case_id, lambda c: engine.action_failed(c, cmd.action, text, ctx.clock()))
-            await ctx.audit(after, "case.action", "failure", action=cmd.action.value, error=type(exc).__name__)
+            await ctx.audit(
+                after, "case.action", "failure", action=cmd.action.value, error=type(exc).__name__, required=required
+            )
         return
     card = user_card(user, case.protected_groups) if user is not None else None
     shown = secret is not None
@@ -916,9 +662,72 @@ async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> Non
         )
 
     _, after = await ctx.apply(case_id, done, cmd.view)
-    await ctx.audit(after, "case.action", "success", action=cmd.action.value, factor_id=cmd.factor_id)
+    await ctx.audit(
+        after,
+        "case.action",
+        "success",
+        action=cmd.action.value,
+        factor_id=cmd.factor_id,
+        required=required,
+        approved_by=case.approval.decided_by if case.approval and case.approval.action == cmd.action else None,
+    )
+    await ctx.risk.forget(uid)
     if secret is not None:
-        await _show_secret(ctx, after, secret)
+        await _show_secret(ctx, after, secret, cmd.action, secret_expires)
+    await notify_target(ctx, after, [message])
+
+
+async def _action_refused(
+    ctx: WorkerContext, case_id: str, cmd: RunAction, refused: CaseRefused, required: str | None
+) -> None:
+    """Tell the agent why, and audit it: no refusal is silent."""
+    engine = ctx.engine
+    if refused.reason == "verification_expired":
+        with contextlib.suppress(StaleEvent, CaseRefused):
+            await ctx.apply(case_id, lambda c: engine.verification_expired(c, ctx.clock()), cmd.view)
+        return
+    after = await ctx.notify(case_id, refused, cmd.view)
+    if after is not None:
+        action = "case.escalated" if refused.reason in ("escalate", "not_allowed") else "case.action"
+        await ctx.audit(
+            after,
+            action,
+            "refused",
+            severity="warning" if refused.reason in ("assurance", "approval_required") else "info",
+            action_kind=cmd.action.value,
+            reason=refused.reason,
+            required=required,
+        )
+
+
+async def claim_action(ctx: WorkerContext, case_id: str, command_id: str, cmd: RunAction) -> Case | None:
+    """Claim the command and spend the approval it needs in one compare-and-swap; the case as claimed,
+    or None for a redelivery. The check runs again on the freshest case (``CaseRefused`` if it fails)."""
+    engine = ctx.engine
+    taken = False
+
+    def mark(case: Case) -> Case:
+        nonlocal taken
+        taken = command_id in case.handled
+        if taken:
+            return case
+        now = ctx.clock()
+        engine.check_action(case, cmd.action, cmd.agent, now, cmd.factor_id)
+        case = engine.remember(engine.seen_view(case, cmd.view), command_id)
+        if engine.policy.needs_approval(cmd.action, case.risk) and (used := engine.approval_used(case)):
+            case = case.model_copy(update={"approval": used})
+        return case
+
+    _, after = await ctx.store.update(case_id, mark)
+    return None if taken else after
+
+
+def _parse_time(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    return None
 
 
 async def _quiet_user(ctx: WorkerContext, user_id: str) -> OktaUser | None:
@@ -928,8 +737,10 @@ async def _quiet_user(ctx: WorkerContext, user_id: str) -> OktaUser | None:
         return None
 
 
-async def _show_secret(ctx: WorkerContext, case: Case, secret: str) -> None:
-    """Hand the temporary password to the responder, the one place it is rendered. Never stored."""
+async def _show_secret(
+    ctx: WorkerContext, case: Case, secret: str, action: ActionKind, expires_at: datetime | None = None
+) -> None:
+    """Hand the temporary password or access code to the responder, the one place it is rendered."""
     assert case.target is not None
     request = ShowTempPassword(
         case_id=case.case_id,
@@ -939,6 +750,8 @@ async def _show_secret(ctx: WorkerContext, case: Case, secret: str) -> None:
         target_login=case.target.login,
         temp_password=SecretStr(secret),
         case_token=case.case_token,
+        kind="temp_access_code" if action == ActionKind.TEMP_ACCESS_CODE else "temp_password",
+        expires_at=expires_at,
     )
     failure: str | None = None
     try:
@@ -950,12 +763,11 @@ async def _show_secret(ctx: WorkerContext, case: Case, secret: str) -> None:
     if failure is None:
         return
     log.warning("case.secret_not_shown", reason=failure)
-    text = "The temporary password could not be shown to you. Set a new one (the one Okta made is unusable unseen)."
+    what = ACTION_NAMES[action].lower()
+    text = f"The one-time secret could not be shown to you ({what}): issue a new one (this one is unusable unseen)."
     with contextlib.suppress(StaleEvent):
-        _, after = await ctx.apply(
-            case.case_id, lambda c: ctx.engine.action_failed(c, ActionKind.TEMP_PASSWORD, text, ctx.clock())
-        )
-        await ctx.audit(after, "case.action", "failure", action=ActionKind.TEMP_PASSWORD.value, error="not_shown")
+        _, after = await ctx.apply(case.case_id, lambda c: ctx.engine.action_failed(c, action, text, ctx.clock()))
+        await ctx.audit(after, "case.action", "failure", action=action.value, error="not_shown")
 
 
 # ------------------------------------------------------------------------------------ view lifecycle
@@ -1015,7 +827,7 @@ async def search_users(ctx: WorkerContext, request: SearchUsers) -> SearchUsersR
         return SearchUsersReply(options=[])
     try:
         async with asyncio.timeout(SEARCH_DEADLINE):
-            await authorize(ctx, request.agent)
+            await ctx.authorizer.authorize(request.agent)
             users = await ctx.okta.search_users(search_expression(query), limit=50, rate_limit_wait=0.0)
     except CaseRefused as refused:
         return SearchUsersReply(error=refused.message)
@@ -1043,6 +855,10 @@ COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
     RefreshCase: refresh,
     CloseCase: close_case,
     HomeOpened: home_opened,
+    StepUp: step_up,
+    RequestApproval: request_approval,
+    DecideApproval: decide_approval,
+    ReportNotMe: report_not_me,
 }
 
 

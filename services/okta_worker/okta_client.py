@@ -8,6 +8,10 @@ Auth is an API token (``SSWS``), or an OAuth 2.0 service app with ``private_key_
 signed assertion per token request, the access token cached until shortly before it expires), optionally
 DPoP-bound (``OKTA_DPOP=true``: a proof per request, the ``use_dpop_nonce`` retry, ``ath``).
 
+Optional org features answer "unknown" rather than fail: :meth:`OktaClient.user_risk` is None
+where the org has no Identity Threat Protection (403 or 404), :meth:`OktaClient.tac_authenticator_id`
+None where no Temporary Access Code authenticator is active or readable.
+
 Every answer's ``X-Rate-Limit-*`` headers are recorded (:attr:`OktaClient.rate`). A 429 is waited out
 until ``Reset`` (plus jitter) when that is soon, else raised. Timeouts and 5xx are retried with capped,
 jittered backoff **only** for idempotent calls (GET, DELETE): a verify POST may have sent an SMS.
@@ -37,8 +41,9 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -57,11 +62,14 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 USER_AGENT = "HelpdeskVerify/0.1 (okta-worker; +https://github.com/helpdesk-verify)"
-SCOPES = "okta.users.read okta.users.manage okta.groups.read"
+# Every scope the service app must be granted: Okta refuses a token request naming an ungranted one.
+SCOPES = "okta.users.read okta.users.manage okta.groups.read okta.logs.read okta.userRisk.read okta.authenticators.read"
+RISK_LEVELS = frozenset({"HIGH", "MEDIUM", "LOW", "NONE"})
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 TOKEN_REFRESH_MARGIN = 300.0  # refresh a cached access token this long before it expires
 RESEND_WINDOW = {"E0000109": 30.0, "E0000133": 30.0, "E0000118": 5.0}
+MAX_GROUP_PAGES = 5  # an exact name matches a handful of groups: follow at most this many pages
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -188,6 +196,7 @@ class OktaUser:
     last_name: str | None
     last_login: str | None
     profile: dict[str, Any] = field(repr=False)
+    created: str | None = None  # when the account was created (ISO 8601): a days-old account is a signal
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> OktaUser:
@@ -201,11 +210,62 @@ class OktaUser:
             last_name=profile.get("lastName"),
             last_login=raw.get("lastLogin"),
             profile=profile,
+            created=raw.get("created"),
         )
 
     @property
     def display_name(self) -> str:
         return " ".join(p for p in (self.first_name, self.last_name) if p) or self.login
+
+    def _profile_str(self, name: str) -> str | None:
+        value = self.profile.get(name)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def manager_id(self) -> str | None:
+        """``profile.managerId``: often fed from HR or AD, so check it names an ACTIVE Okta user."""
+        return self._profile_str("managerId")
+
+    @property
+    def second_email(self) -> str | None:
+        """``profile.secondEmail``."""
+        return self._profile_str("secondEmail")
+
+    @property
+    def mobile_phone(self) -> str | None:
+        """``profile.mobilePhone``."""
+        return self._profile_str("mobilePhone")
+
+    @property
+    def primary_phone(self) -> str | None:
+        """``profile.primaryPhone``."""
+        return self._profile_str("primaryPhone")
+
+
+@dataclass(frozen=True)
+class OktaGroup:
+    """A group: ``type`` is OKTA_GROUP, APP_GROUP (imported: any name can arrive that way) or BUILT_IN."""
+
+    id: str
+    name: str
+    type: str
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> OktaGroup:
+        profile = raw.get("profile") or {}
+        # A group without a type never matches a type check: fail closed.
+        return cls(id=str(raw["id"]), name=str(profile.get("name") or ""), type=str(raw.get("type") or "UNKNOWN"))
+
+
+@dataclass(frozen=True)
+class TacIssued:
+    """A Temporary Access Code Okta issued: ``code`` is for the user only, so the repr leaves it out.
+
+    ``expires_at`` is Okta's ``profile.expiresAt`` as sent (UTC; Okta's example has no zone designator).
+    """
+
+    code: str = field(repr=False)
+    expires_at: str | None
 
 
 @dataclass(frozen=True)
@@ -452,6 +512,20 @@ def _json_or_empty(resp: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _json_list(resp: httpx.Response) -> list[Any]:
+    try:
+        body = orjson.loads(resp.content) if resp.content else []
+    except orjson.JSONDecodeError:
+        raise OktaUnavailable("Okta answered something that is not JSON.") from None
+    return body if isinstance(body, list) else []
+
+
+def _next_link(resp: httpx.Response, org_url: str) -> str | None:
+    """The ``Link: rel="next"`` URL, only when it points back at the org."""
+    href = resp.links.get("next", {}).get("url")
+    return href if isinstance(href, str) and href.startswith(org_url + "/") else None
+
+
 def _retry_after(resp: httpx.Response, default: float, now: float | None = None) -> float:
     now = time.time() if now is None else now
     reset = resp.headers.get("X-Rate-Limit-Reset")
@@ -560,8 +634,13 @@ class OktaClient:
         idempotency: Idempotency | None = None,
         rate_limit_wait: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        accept_status: Collection[int] = (),
     ) -> httpx.Response:
-        """Send one API request with auth, rate-limit handling and (idempotent only) retries."""
+        """Send one API request with auth, rate-limit handling and (idempotent only) retries.
+
+        An answer whose status is in ``accept_status`` (say 403 and 404 of an optional feature) is
+        returned as it is, for the caller to read, instead of becoming an error.
+        """
         url = path_or_url if path_or_url.startswith("http") else f"{self.org_url}{path_or_url}"
         if idempotency is None:
             idempotency = "idempotent" if method in ("GET", "HEAD", "DELETE") else "once"
@@ -595,7 +674,7 @@ class OktaClient:
                 self.rate = rate
                 metrics.RATE_REMAINING.set(rate.remaining)
             status = resp.status_code
-            if status < 400:
+            if status < 400 or status in accept_status:
                 self._seen("ok")
                 return resp
             body = _json_or_empty(resp)
@@ -707,8 +786,111 @@ class OktaClient:
         return OktaUser.from_json(await self._json("GET", f"/api/v1/users/{user_id}"))
 
     async def user_group_names(self, user_id: str) -> list[str]:
+        """The names of the user's groups. Names are not unique (an APP_GROUP can carry any): prefer
+        :meth:`user_groups` and compare ids or name and type."""
+        return [g.name for g in await self.user_groups(user_id)]
+
+    async def user_groups(self, user_id: str) -> list[OktaGroup]:
+        """The user's groups (Everyone included), each with its id, name and type."""
         groups = await self._json("GET", f"/api/v1/users/{user_id}/groups")
-        return [str((g.get("profile") or {}).get("name")) for g in groups if isinstance(g, dict)]
+        return [OktaGroup.from_json(g) for g in groups if isinstance(g, dict) and g.get("id")]
+
+    async def find_groups(self, name: str, group_type: str | None) -> list[OktaGroup]:
+        """The groups named exactly ``name`` (case included), of ``group_type`` when given.
+
+        Uses ``search=profile.name eq "…" [and type eq "…"]`` (eventually consistent, paged) and
+        keeps only exact-case matches, since Okta compares values case-insensitively.
+        """
+        expression = f"profile.name eq {scim_quote(name)}"
+        if group_type is not None:
+            expression += f" and type eq {scim_quote(group_type)}"
+        url: str | None = "/api/v1/groups"
+        params: dict[str, str] | None = {"search": expression, "limit": "200"}
+        found: list[OktaGroup] = []
+        for _ in range(MAX_GROUP_PAGES):
+            if url is None:
+                break
+            resp = await self.request("GET", url, params=params)
+            body = _json_list(resp)
+            found += [OktaGroup.from_json(g) for g in body if isinstance(g, dict) and g.get("id")]
+            url, params = _next_link(resp, self.org_url), None
+        return [g for g in found if g.name == name and (group_type is None or g.type == group_type)]
+
+    async def get_group(self, group_id: str) -> OktaGroup:
+        """One group by id (``OktaNotFound`` when there is none)."""
+        return OktaGroup.from_json(await self._json("GET", f"/api/v1/groups/{group_id}"))
+
+    # -- assurance signals ------------------------------------------------------------------------
+
+    async def list_logs(
+        self,
+        filter: str,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 100,
+        rate_limit_wait: float | None = 0.0,
+    ) -> list[dict[str, Any]]:
+        """One page of System Log events matching the SCIM ``filter``, oldest first.
+
+        The System Log has its own small rate-limit bucket (20 a minute on the smallest plans), so by
+        default a 429 raises ``OktaRateLimited`` at once instead of waiting. Pick the User in an
+        event's ``target`` by ``type``, not by position::
+
+            events = await okta.list_logs(f'target.id eq "{uid}" and eventType sw "user.mfa."', since)
+        """
+        params = {"filter": filter, "since": okta_timestamp(since), "limit": str(max(0, min(limit, 1000)))}
+        if until is not None:
+            params["until"] = okta_timestamp(until)
+        params["sortOrder"] = "ASCENDING"
+        body = await self._json("GET", "/api/v1/logs", params=params, rate_limit_wait=rate_limit_wait)
+        return [e for e in body if isinstance(e, dict)] if isinstance(body, list) else []
+
+    async def user_risk(self, user_id: str) -> str | None:
+        """The user's risk level, HIGH / MEDIUM / LOW / NONE, or None when the org can't tell.
+
+        None when Okta answers 403 or 404 (no Identity Threat Protection, or the scope is not granted):
+        "unknown" must never be read as NONE.
+        """
+        resp = await self.request("GET", f"/api/v1/users/{user_id}/risk", accept_status=(403, 404))
+        if resp.status_code in (403, 404):
+            log.info(
+                "okta_user_risk_unknown", status=resp.status_code, error_code=_json_or_empty(resp).get("errorCode")
+            )
+            return None
+        level = _json_or_empty(resp).get("riskLevel")
+        return level if isinstance(level, str) and level in RISK_LEVELS else None
+
+    async def tac_authenticator_id(self) -> str | None:
+        """The id of the org's ACTIVE Temporary Access Code authenticator; None if none or not readable."""
+        resp = await self.request("GET", "/api/v1/authenticators", accept_status=(403, 404))
+        if resp.status_code in (403, 404):
+            return None
+        for authenticator in _json_list(resp):
+            if (
+                isinstance(authenticator, dict)
+                and authenticator.get("key") == "tac"
+                and authenticator.get("status") == "ACTIVE"
+                and authenticator.get("id")
+            ):
+                return str(authenticator["id"])
+        return None
+
+    async def create_tac(self, user_id: str, authenticator_id: str, ttl_minutes: int = 60) -> TacIssued:
+        """Issue a Temporary Access Code, single use, valid ``ttl_minutes``; it replaces any earlier one.
+
+        Never retried on a timeout or a 5xx. The code is for the user only: never log it.
+        """
+        body = await self._json(
+            "POST",
+            f"/api/v1/users/{user_id}/authenticator-enrollments/tac",
+            json={"authenticatorId": authenticator_id, "profile": {"ttl": str(ttl_minutes), "multiUse": False}},
+        )
+        profile = body.get("profile") if isinstance(body, dict) else None
+        code = profile.get("tac") if isinstance(profile, dict) else None
+        if not isinstance(code, str) or not code:
+            raise OktaRejected("Okta did not return a temporary access code.", 200, None)
+        expires = profile.get("expiresAt") if isinstance(profile, dict) else None
+        return TacIssued(code=code, expires_at=str(expires) if expires else None)
 
     # -- factors ----------------------------------------------------------------------------------
 
@@ -798,8 +980,21 @@ class OktaClient:
     async def unlock(self, user_id: str) -> None:
         await self.request("POST", f"/api/v1/users/{user_id}/lifecycle/unlock")
 
-    async def revoke_sessions(self, user_id: str) -> None:
-        await self.request("DELETE", f"/api/v1/users/{user_id}/sessions")
+    async def revoke_sessions(self, user_id: str, oauth_tokens: bool = True) -> None:
+        """End the user's Okta sessions and, by default, revoke their OAuth/OIDC tokens too.
+
+        Okta's own default is ``oauthTokens=false``; apps' own sessions survive either way.
+        """
+        params = {"oauthTokens": "true" if oauth_tokens else "false"}
+        await self.request("DELETE", f"/api/v1/users/{user_id}/sessions", params=params)
+
+
+def okta_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and ``Z``, as Okta writes them (a naive datetime is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def scim_quote(value: str) -> str:

@@ -7,20 +7,22 @@
     ...
     await service.stop(); await bus.close()
 
-Consumes ``helpdesk.case.>`` (durable ``slack-responder``) and, when ``SLACK_AUDIT_CHANNEL`` is set,
-``audit.>`` (durable ``slack-audit``); serves ``slack.users.lookup`` and
-``helpdesk.render.temp_password`` in the queue group ``slack-responder``. Both durables start at new
-messages when first created, so a first deployment does not replay a day of old cases into Slack.
-The bus belongs to the caller.
+Consumes ``helpdesk.case.>`` (durable ``slack-responder``), ``helpdesk.notify.>`` (durable
+``slack-notify``: approval requests, notices to target users, security alerts; always on, the worker
+decides whom to tell) and, when ``SLACK_AUDIT_CHANNEL`` is set, ``audit.>`` (durable ``slack-audit``);
+serves ``slack.users.lookup`` and ``helpdesk.render.temp_password`` in the queue group
+``slack-responder``. The durables start at new messages when first created, so a first deployment
+does not replay a day of old cases or notices into Slack. The bus belongs to the caller.
 """
 
 from __future__ import annotations
 
 from services.slack_responder.audit import AuditThreads
 from services.slack_responder.handlers import Responder
+from services.slack_responder.notices import Notices
 from services.slack_responder.slack_client import SlackClient
 from services.slack_responder.store import ViewStore
-from shared.bus import AUDIT_STREAM, CASE_STREAM, Bus, Subscription
+from shared.bus import AUDIT_STREAM, CASE_STREAM, NOTIFY_STREAM, Bus, Subscription
 from shared.logging import get_logger
 from shared.messages import LookupSlackUser, ShowTempPassword
 from shared.settings import Settings
@@ -29,6 +31,7 @@ log = get_logger(__name__)
 
 CASE_DURABLE = "slack-responder"
 AUDIT_DURABLE = "slack-audit"
+NOTIFY_DURABLE = "slack-notify"
 QUEUE = "slack-responder"
 
 
@@ -41,6 +44,7 @@ class ResponderService:
         self.slack: SlackClient | None = None
         self.responder: Responder | None = None
         self.audit: AuditThreads | None = None
+        self.notices: Notices | None = None
         self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
@@ -52,6 +56,13 @@ class ResponderService:
         self._subscriptions.append(
             await self.bus.consume(
                 CASE_STREAM, CASE_DURABLE, self.responder.on_case_message, max_deliver=5, deliver_new=True
+            )
+        )
+        self.notices = Notices(self.slack, await Notices.bucket(self.bus))
+        # A few in flight: chat.postMessage is ~1/s per channel, and a redelivery must find the record.
+        self._subscriptions.append(
+            await self.bus.consume(
+                NOTIFY_STREAM, NOTIFY_DURABLE, self.notices.on_notice, max_in_flight=4, max_deliver=10, deliver_new=True
             )
         )
         if self.settings.slack_audit_channel:

@@ -4,6 +4,9 @@
     ref = await slack.open_view(trigger_id, view)            # ViewRef(view_id, hash)
     ref = await slack.update_view(ref.view_id, view, ref.hash)
     ts = await slack.post_message(channel, text, blocks, thread_ts=None)
+    user_id = await slack.lookup_user_by_email("jane@example.com")   # None when no member has it
+    ref = await slack.post(await slack.open_dm(user_id), text, blocks)   # MessageRef(channel, ts)
+    await slack.update(ref, text, blocks)
     await slack.close()
 
 429 answers are retried by slack_sdk's ``AsyncRateLimitErrorRetryHandler``, which sleeps for the
@@ -16,7 +19,8 @@ still fails becomes one of::
     └── SlackRejected               Slack answered {"ok": false, "error": code}; .error
         ├── HashConflict            views.update: the view changed since that hash
         ├── TriggerExpired          views.open: expired_trigger_id / exchanged_trigger_id / invalid_trigger_id
-        └── ViewGone                views.update: not_found (the agent closed the modal)
+        ├── ViewGone                views.update: not_found (the agent closed the modal)
+        └── MessageGone             chat.update / a thread reply: message_not_found, thread_not_found
 
 Every call also records Slack's health as last seen (``status``) for the App Home.
 """
@@ -36,7 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from services.slack_responder import metrics
-from shared.messages import ViewRef
+from shared.messages import MessageRef, ViewRef
 from shared.settings import Settings
 
 DEFAULT_TIMEOUT = 10  # seconds per HTTP request; Slack answers views.* in well under a second
@@ -89,7 +93,14 @@ class ViewGone(SlackRejected):
     """Raised by ``views.update`` when the view no longer exists (the agent closed the modal)."""
 
 
+class MessageGone(SlackRejected):
+    """Raised by ``chat.update`` (``message_not_found``) or a reply (``thread_not_found``) when the
+    message is no longer there (deleted, or its channel's retention removed it)."""
+
+
 _REJECTIONS: dict[str, type[SlackRejected]] = {
+    "message_not_found": MessageGone,
+    "thread_not_found": MessageGone,
     "hash_conflict": HashConflict,
     "expired_trigger_id": TriggerExpired,
     "exchanged_trigger_id": TriggerExpired,
@@ -221,6 +232,43 @@ class SlackClient:
         if blocks is not None:
             kwargs["blocks"] = blocks
         await self._call("chat.update", lambda: self.web.chat_update(**kwargs))
+
+    async def post(
+        self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+    ) -> MessageRef:
+        """``chat.postMessage``; the message's ``MessageRef`` (the channel as Slack answers it: a DM's ``D…`` id)."""
+        kwargs: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False, "unfurl_media": False}
+        if blocks is not None:
+            kwargs["blocks"] = blocks
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        response = await self._call("chat.postMessage", lambda: self.web.chat_postMessage(**kwargs))
+        return MessageRef(channel=str(response.get("channel") or channel), ts=str(response.get("ts", "")))
+
+    async def update(self, ref: MessageRef, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        """``chat.update`` of a message we posted; ``blocks=[]`` removes its blocks (and buttons)."""
+        await self.update_message(ref.channel, ref.ts, text, blocks)
+
+    async def lookup_user_by_email(self, email: str) -> str | None:
+        """The id of the member with ``email`` (``users.lookupByEmail``), or None when no member has it."""
+        try:
+            response = await self._call("users.lookupByEmail", lambda: self.web.users_lookupByEmail(email=email))
+        except SlackRejected as exc:
+            if exc.error == "users_not_found":
+                return None
+            raise
+        user = response.get("user")
+        user_id = user.get("id") if isinstance(user, dict) else None
+        return str(user_id) if user_id else None
+
+    async def open_dm(self, user_id: str) -> str:
+        """The id (``D…``) of the bot's DM with ``user_id`` (``conversations.open``; opening twice is fine)."""
+        response = await self._call("conversations.open", lambda: self.web.conversations_open(users=user_id))
+        channel = response.get("channel")
+        channel_id = channel.get("id") if isinstance(channel, dict) else None
+        if not channel_id:
+            raise SlackRejected("conversations.open", "no_channel_in_answer")
+        return str(channel_id)
 
     async def post_ephemeral(
         self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None

@@ -10,12 +10,16 @@ so long names or many factors shorten the view rather than break it.
     home = render_home(home_snapshot, HomeStatus(slack="ok", nats="connected"))
 
 Every modal carries ``private_metadata = case_token`` and the ids of ``shared/ui.py``; only the code
-and answer views have a submit button (``CALLBACK_CODE`` / ``CALLBACK_ANSWER``).
+and answer views have a submit button (``ui.code_callback()`` for codes, ``CALLBACK_ANSWER``).
+
+The worker decides what may be done: the verified view draws ``snapshot.gates`` (each offered action,
+allowed or what it still needs) and never works out a policy of its own.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,14 +45,20 @@ from slack_sdk.models.views import View
 from services.slack_responder.blockkit import install_validator_cache
 from shared import ui
 from shared.messages import (
+    ActionGate,
     ActionKind,
     ActionResult,
+    ApprovalInfo,
+    ApprovalStatus,
+    AssuranceLevel,
     CaseSnapshot,
     CaseState,
     ChallengeInfo,
     FactorOption,
     HomeSnapshot,
     Notice,
+    Proof,
+    RiskSummary,
     ShowTempPassword,
     UserCard,
 )
@@ -66,8 +76,14 @@ MAX_RESET_FACTORS = 20
 MAX_RECENT = 10
 CODE_MAX_LENGTH = 12
 ANSWER_MAX_LENGTH = 200
+MAX_RISK_SIGNALS = 5
+MAX_PROOFS = 20
 
 ACTION_LABELS: dict[ActionKind, tuple[str, str]] = {
+    ActionKind.TEMP_ACCESS_CODE: (
+        "Issue temporary access code",
+        "Okta issues a one-time code the caller signs in with; shown to you once.",
+    ),
     ActionKind.TEMP_PASSWORD: (
         "Set temporary password",
         "Okta generates a one-time password for you to read out; it must be changed at next sign-in.",
@@ -81,6 +97,7 @@ ACTION_LABELS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.REVOKE_SESSIONS: ("Sign out everywhere", "Ends every Okta session of the user, on every device."),
 }
 DANGEROUS = frozenset({ActionKind.RESET_ALL_FACTORS, ActionKind.REVOKE_SESSIONS, ActionKind.RESET_FACTOR})
+RESET_FACTOR_LABEL = ("Reset one factor", "The caller enrolls it again at next sign-in.")
 
 STATUS_BADGES = {
     "ACTIVE": ":large_green_circle: Active",
@@ -92,7 +109,21 @@ STATUS_BADGES = {
     "STAGED": ":hatching_chick: Staged",
     "DEPROVISIONED": ":no_entry: Deactivated",
 }
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 NOTICE_ICONS = {"info": ":information_source:", "warning": ":warning:", "error": ":x:"}
+RISK_BADGES = {
+    "high": ":rotating_light: *High risk*",
+    "medium": ":large_yellow_circle: *Medium risk*",
+    "low": ":large_green_circle: *Low risk*",
+    "unknown": ":white_circle: *Risk unknown*",
+}
+LEVEL_BADGES = {
+    AssuranceLevel.STRONG: ":large_green_circle: strong",
+    AssuranceLevel.POSSESSION: ":large_yellow_circle: possession",
+    AssuranceLevel.WEAK: ":warning: weak",
+}
+NOTHING_VERIFIED = CaseSnapshot.model_fields["assurance"].default
+DISPUTED_TEXT = "The user reported this change as not theirs: sessions were ended and security alerted."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,14 +278,25 @@ def _factor_verb(factor: FactorOption) -> str:
     return "Use"
 
 
+def factor_level(factor: FactorOption) -> AssuranceLevel | None:
+    """What verifying ``factor`` proves; an older snapshot only says whether it is weak."""
+    if factor.level is not None:
+        return factor.level
+    return AssuranceLevel.WEAK if factor.weak else None
+
+
 def _factor_text(factor: FactorOption) -> str:
     text = f"*{esc(clip(factor.label, 200))}*"
     if factor.hint:
         text += f"  `{esc(clip(factor.hint, 100))}`"
+    details = []
     if factor.provider:
-        text += f"\n_{esc(clip(factor.provider.replace('_', ' ').title(), 100))}_"
-    if factor.weak:
-        text += "  :warning: _weak: combine with another check_"
+        details.append(f"_{esc(clip(factor.provider.replace('_', ' ').title(), 100))}_")
+    level = factor_level(factor)
+    if level is not None:
+        details.append(LEVEL_BADGES[level])
+    if details:
+        text += "\n" + " · ".join(details)
     return text
 
 
@@ -282,6 +324,46 @@ def factor_blocks(factors: Sequence[FactorOption]) -> list[Block]:
         ]
         blocks.append(_section("*Not usable here*\n" + clip("\n".join(lines), SECTION_TEXT - 20)))
     return blocks
+
+
+def risk_blocks(risk: RiskSummary | None) -> list[Block]:
+    """What Okta says about the target (System Log, user risk): a badge, a few signals, the note."""
+    if risk is None:
+        return []
+    lines = [f"{RISK_BADGES.get(risk.level, RISK_BADGES['unknown'])} · checked {when(risk.checked_at, '{time}')}"]
+    lines += [f"• {esc(clip(signal, 300))}" for signal in risk.signals[:MAX_RISK_SIGNALS]]
+    if len(risk.signals) > MAX_RISK_SIGNALS:
+        lines.append(f"_+{len(risk.signals) - MAX_RISK_SIGNALS} more in the Okta System Log_")
+    blocks: list[Block] = [_section(clip("\n".join(lines), SECTION_TEXT))]
+    if risk.note:
+        blocks.append(_context(f"_{esc(clip(risk.note, 500))}_"))
+    return blocks
+
+
+def _proof_label(proof: Proof) -> str:
+    return f"{esc(clip(proof.label, 100))} ({proof.level.value})"
+
+
+def proof_lines(proofs: Sequence[Proof], now: datetime) -> str:
+    """One line per verified factor: what it proves, when, and until when it counts."""
+    lines = []
+    for proof in proofs[-MAX_PROOFS:]:
+        valid = (
+            f"valid until {when(proof.expires_at, '{time}')}"
+            if proof.expires_at > now
+            else f"expired {when(proof.expires_at, '{time}')}"
+        )
+        lines.append(
+            f"• *{esc(clip(proof.label, 200))}* · {LEVEL_BADGES[proof.level]} · "
+            f"verified {when(proof.at, '{time}')} · {valid}"
+        )
+    return "\n".join(lines)
+
+
+def disputed_blocks(snapshot: CaseSnapshot) -> list[Block]:
+    if not snapshot.disputed:
+        return []
+    return [_section(f":red_circle: *{DISPUTED_TEXT}*"), DividerBlock()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,12 +410,21 @@ def render_search(snapshot: CaseSnapshot) -> list[Block]:
     return blocks
 
 
-def render_factors(snapshot: CaseSnapshot) -> list[Block]:
+def render_factors(snapshot: CaseSnapshot, now: datetime | None = None) -> list[Block]:
+    now = _now(now)
     blocks: list[Block] = []
+    if snapshot.proofs:
+        # A step-up: the case keeps what it has verified, and asks for one more factor.
+        so_far = ", ".join(_proof_label(p) for p in snapshot.proofs if p.expires_at > now) or "nothing still valid"
+        blocks.append(_context(f":white_check_mark: Verified so far: {clip(so_far, 2500)}"))
     if snapshot.target is not None:
         blocks.extend(user_card_blocks(snapshot.target))
+    blocks.extend(risk_blocks(snapshot.risk))
     blocks.append(DividerBlock())
-    blocks.append(_section("*How should the caller prove it's them?*"))
+    if snapshot.proofs:
+        blocks.append(_section("*Which other factor should the caller verify?*"))
+    else:
+        blocks.append(_section("*How should the caller prove it's them?*"))
     blocks.extend(factor_blocks(snapshot.factors))
     if snapshot.escalation:
         blocks.append(_context(f":shield: {esc(snapshot.escalation)}"))
@@ -363,19 +454,44 @@ def render_push_wait(snapshot: CaseSnapshot, challenge: ChallengeInfo, now: date
 
 
 def code_callback(challenge: ChallengeInfo) -> str:
-    return ui.CALLBACK_CODE if challenge.kind == "code" else ui.CALLBACK_ANSWER
+    """The callback id that tells the gateway which shape of code (or free answer) to accept."""
+    return ui.code_callback(challenge.factor_type) if challenge.kind == "code" else ui.CALLBACK_ANSWER
+
+
+CODE_HINT = "Type exactly what the caller reads out, then press Verify."
+# callback id → (input label, max length, hint): the gateway checks the same shape on submit.
+CODE_SHAPES: dict[str, tuple[str, int, str]] = {
+    ui.CALLBACK_CODE: ("Code", CODE_MAX_LENGTH, CODE_HINT),
+    ui.CALLBACK_TOKEN_CODE: (
+        "Passcode",
+        ui.TOKEN_CODE_MAX_LENGTH,
+        "Type the digits the caller reads out (for RSA SecurID: PIN, then tokencode), then press Verify.",
+    ),
+    ui.CALLBACK_YUBIKEY: (
+        "YubiKey OTP",
+        ui.YUBIKEY_OTP_LENGTH,
+        "Touch the YubiKey in a text field, or type the 44 characters it types.",
+    ),
+}
 
 
 def render_code_entry(snapshot: CaseSnapshot, challenge: ChallengeInfo, now: datetime | None = None) -> list[Block]:
     now = _now(now)
     label = esc(clip(challenge.label, 200))
     hint = f" `{esc(clip(challenge.hint, 100))}`" if challenge.hint else ""
+    input_hint = CODE_HINT
     if challenge.kind == "code":
+        callback = code_callback(challenge)
         if challenge.factor_type in {"sms", "call", "email"}:
             intro = f":incoming_envelope: Code sent by *{label}*{hint}. Ask the caller to read it out."
+        elif callback == ui.CALLBACK_YUBIKEY:
+            intro = (
+                f":key: Ask the caller to touch *{label}*{hint} in a text field and read out "
+                f"the {ui.YUBIKEY_OTP_LENGTH} characters it types."
+            )
         else:
             intro = f":key: Ask the caller for the current code of *{label}*{hint}."
-        input_label, max_length = "Code", CODE_MAX_LENGTH
+        input_label, max_length, input_hint = CODE_SHAPES[callback]
     elif challenge.kind == "attribute":
         intro = f":card_index: Ask the caller for their *{label}*. It is compared with Okta; it is never shown."
         input_label, max_length = f"{clip(challenge.label, 60)} as the caller says it", ANSWER_MAX_LENGTH
@@ -391,7 +507,7 @@ def render_code_entry(snapshot: CaseSnapshot, challenge: ChallengeInfo, now: dat
             block_id=ui.BLOCK_CODE,
             label=plain(input_label, 2000),
             element=PlainTextInputElement(action_id=ui.ACTION_CODE, max_length=max_length, focus_on_load=True),
-            hint=plain("Type exactly what the caller reads out, then press Verify.", 2000),
+            hint=plain(input_hint, 2000),
         )
     )
     facts = []
@@ -412,6 +528,30 @@ def render_code_entry(snapshot: CaseSnapshot, challenge: ChallengeInfo, now: dat
     return blocks
 
 
+def action_name(kind: ActionKind) -> str:
+    if kind is ActionKind.RESET_FACTOR:
+        return RESET_FACTOR_LABEL[0]
+    if kind in ACTION_LABELS:
+        return ACTION_LABELS[kind][0]
+    return kind.value.replace("_", " ").capitalize()
+
+
+def mention(user_id: str | None) -> str:
+    """``<@U…>`` for a Slack user id; anything else is shown as text, so it cannot forge a link."""
+    if user_id and SLACK_USER_ID.fullmatch(user_id):
+        return f"<@{user_id}>"
+    return esc(user_id or "someone")
+
+
+def _resettable(snapshot: CaseSnapshot) -> list[FactorOption]:
+    # A profile-attribute check is not an enrolled factor: there is nothing to reset.
+    return [f for f in snapshot.factors if not f.id.startswith(ui.ATTRIBUTE_PREFIX)]
+
+
+def _factor_line(factor: FactorOption) -> str:
+    return f"*{esc(clip(factor.label, 200))}*" + (f"  `{esc(clip(factor.hint, 100))}`" if factor.hint else "")
+
+
 def _action_block(kind: ActionKind, index: int) -> SectionBlock:
     label, description = ACTION_LABELS[kind]
     confirm = None
@@ -424,37 +564,129 @@ def _action_block(kind: ActionKind, index: int) -> SectionBlock:
     )
 
 
+def _reset_buttons(factors: Sequence[FactorOption]) -> list[Block]:
+    blocks: list[Block] = [_section(f"*{RESET_FACTOR_LABEL[0]}*\n{RESET_FACTOR_LABEL[1]}")]
+    for n, factor in enumerate(factors[:MAX_RESET_FACTORS]):
+        label = f"Reset {clip(factor.label, 50)}"
+        blocks.append(
+            _section(
+                _factor_line(factor),
+                accessory=_button(
+                    "Reset",
+                    ui.ACTION_RUN,
+                    value=f"{ui.RESET_FACTOR_PREFIX}{factor.id}",
+                    style="danger",
+                    confirm=ConfirmObject(
+                        title=plain("Reset this factor?", 100),
+                        text=md(f"{esc(label)}: the caller must enroll it again."),
+                        confirm="Reset",
+                        deny="Cancel",
+                    ),
+                ),
+                block_id=f"reset_factor_{n}",
+            )
+        )
+    return blocks
+
+
+def _allowed_blocks(kind: ActionKind, index: int, snapshot: CaseSnapshot) -> list[Block]:
+    """The button(s) that run ``kind``: one, or one per resettable factor for RESET_FACTOR."""
+    if kind is ActionKind.RESET_FACTOR:
+        resettable = _resettable(snapshot)
+        return _reset_buttons(resettable) if resettable else []
+    if kind in ACTION_LABELS:
+        return [_action_block(kind, index)]
+    return []
+
+
+def _approval_state(approval: ApprovalInfo | None, snapshot: CaseSnapshot) -> str | None:
+    """A line for a pending, denied or expired approval; None when a request may be sent."""
+    if approval is None:
+        return None
+    factor = ""
+    if approval.factor_id:
+        names = {f.id: f.label for f in snapshot.factors}
+        factor = f" (for {esc(clip(names.get(approval.factor_id, approval.factor_id), 100))})"
+    if approval.status is ApprovalStatus.REQUESTED:
+        return f":hourglass_flowing_sand: Waiting for approval{factor} — expires {when(approval.expires_at, '{time}')}"
+    if approval.status is ApprovalStatus.DENIED:
+        at = f" at {when(approval.decided_at, '{time}')}" if approval.decided_at else ""
+        return f":no_entry: Denied by {mention(approval.decided_by)}{factor}{at}"
+    return None
+
+
+def _approval_blocks(gate: ActionGate, index: int, snapshot: CaseSnapshot) -> list[Block]:
+    """An action whose proofs suffice and which waits only for a second person's approval."""
+    name = action_name(gate.action)
+    text = f"*{esc(name)}* · :busts_in_silhouette: needs an approval\n_Needs {esc(clip(gate.needs, 500))}_"
+    pending = _approval_state(gate.approval, snapshot)
+    if pending is not None:
+        return [_section(text, block_id=f"gate_{index}"), _context(pending)]
+    blocks: list[Block] = []
+    expired = gate.approval is not None and gate.approval.status is ApprovalStatus.EXPIRED
+    label = "Request approval again" if expired else "Request approval"
+    if gate.action is ActionKind.RESET_FACTOR:
+        blocks.append(_section(text, block_id=f"gate_{index}"))
+        for n, factor in enumerate(_resettable(snapshot)[:MAX_RESET_FACTORS]):
+            value = f"{ui.RESET_FACTOR_PREFIX}{factor.id}"
+            button = _button(label, ui.ACTION_REQUEST_APPROVAL, value=value)
+            blocks.append(_section(_factor_line(factor), accessory=button, block_id=f"approve_factor_{n}"))
+    else:
+        button = _button(label, ui.ACTION_REQUEST_APPROVAL, value=gate.action.value)
+        blocks.append(_section(text, accessory=button, block_id=f"gate_{index}"))
+    if expired and gate.approval is not None:
+        blocks.append(_context(f":hourglass: The last request expired at {when(gate.approval.expires_at, '{time}')}."))
+    return blocks
+
+
+def _missing_proof(gate: ActionGate) -> bool:
+    return not gate.allowed and not gate.approval_needed
+
+
+def ordered_gates(gates: Sequence[ActionGate]) -> list[ActionGate]:
+    """The worker's order, except that a temporary access code comes before a temporary password."""
+    ordered = list(gates)
+    kinds = [g.action for g in ordered]
+    if ActionKind.TEMP_ACCESS_CODE in kinds and ActionKind.TEMP_PASSWORD in kinds:
+        tac = ordered.pop(kinds.index(ActionKind.TEMP_ACCESS_CODE))
+        ordered.insert([g.action for g in ordered].index(ActionKind.TEMP_PASSWORD), tac)
+    return ordered
+
+
+def gate_blocks(snapshot: CaseSnapshot) -> list[Block]:
+    """Each offered action as the worker's policy sees it: a button, a request for approval, or what is missing."""
+    blocks: list[Block] = []
+    missing: list[str] = []
+    for index, gate in enumerate(ordered_gates(snapshot.gates)):
+        if gate.allowed:
+            blocks.extend(_allowed_blocks(gate.action, index, snapshot))
+        elif gate.approval_needed:
+            blocks.extend(_approval_blocks(gate, index, snapshot))
+        else:
+            missing.append(
+                f":lock: *{esc(action_name(gate.action))}* needs {esc(clip(gate.needs, 500))} — "
+                f"verified so far: {esc(clip(gate.has, 300))}"
+            )
+    if missing:
+        # One context block holds at most 10 elements: several lines share one element.
+        blocks.append(_context(*[clip("\n".join(missing[i : i + 5]), SECTION_TEXT) for i in range(0, len(missing), 5)]))
+    if any(_missing_proof(g) for g in snapshot.gates):
+        blocks.append(
+            ActionsBlock(
+                block_id="step_up",
+                elements=[_button("Verify another factor", ui.ACTION_STEP_UP, style="primary")],
+            )
+        )
+    return blocks
+
+
 def action_blocks(snapshot: CaseSnapshot) -> list[Block]:
-    """Only the actions the worker offers (``snapshot.actions``), each with what it does."""
+    """The actions the worker offers: ``snapshot.gates``, or ``snapshot.actions`` from an older worker."""
+    if snapshot.gates:
+        return gate_blocks(snapshot)
     blocks: list[Block] = []
     for index, kind in enumerate(snapshot.actions):
-        # A profile-attribute check is not an enrolled factor: there is nothing to reset.
-        resettable = [f for f in snapshot.factors if not f.id.startswith(ui.ATTRIBUTE_PREFIX)]
-        if kind is ActionKind.RESET_FACTOR and resettable:
-            blocks.append(_section("*Reset one factor*\nThe caller enrolls it again at next sign-in."))
-            for n, factor in enumerate(resettable[:MAX_RESET_FACTORS]):
-                label = f"Reset {clip(factor.label, 50)}"
-                blocks.append(
-                    _section(
-                        f"*{esc(clip(factor.label, 200))}*"
-                        + (f"  `{esc(clip(factor.hint, 100))}`" if factor.hint else ""),
-                        accessory=_button(
-                            "Reset",
-                            ui.ACTION_RUN,
-                            value=f"{ui.RESET_FACTOR_PREFIX}{factor.id}",
-                            style="danger",
-                            confirm=ConfirmObject(
-                                title=plain("Reset this factor?", 100),
-                                text=md(f"{esc(label)}: the caller must enroll it again."),
-                                confirm="Reset",
-                                deny="Cancel",
-                            ),
-                        ),
-                        block_id=f"reset_factor_{n}",
-                    )
-                )
-        elif kind in ACTION_LABELS:
-            blocks.append(_action_block(kind, index))
+        blocks.extend(_allowed_blocks(kind, index, snapshot))
     return blocks
 
 
@@ -473,6 +705,7 @@ def render_verified(snapshot: CaseSnapshot, now: datetime | None = None) -> list
     blocks: list[Block] = []
     if snapshot.target is not None:
         blocks.extend(user_card_blocks(snapshot.target, compact=True))
+    blocks.extend(risk_blocks(snapshot.risk))
     verified = snapshot.verified
     if verified is not None:
         how = esc(clip(verified.method, 200))
@@ -483,8 +716,9 @@ def render_verified(snapshot: CaseSnapshot, now: datetime | None = None) -> list
         else:
             text += " The verification has expired: verify again before any change."
         blocks.append(_section(text))
-        if verified.weak:
-            blocks.append(_context(":warning: Weak method: combine it with another check before any change."))
+    if snapshot.proofs or snapshot.assurance != NOTHING_VERIFIED:
+        assurance = f"*Assurance: {esc(clip(snapshot.assurance, 300))}*"
+        blocks.append(_section(clip(f"{assurance}\n{proof_lines(snapshot.proofs, now)}".strip(), SECTION_TEXT)))
     blocks.extend(result_blocks(snapshot.results))
     if snapshot.escalation:
         blocks.append(_header("🛡️ Escalate to an administrator"))
@@ -513,13 +747,18 @@ def render_challenge_outcome(snapshot: CaseSnapshot) -> list[Block]:
     buttons = [_button("Try another factor", ui.ACTION_CANCEL, style="primary"), _button("Close case", ui.ACTION_CLOSE)]
     if snapshot.state is CaseState.REJECTED:
         blocks.append(_header("🚨 Push rejected"))
-        blocks.append(
-            _section(
-                "The push was *denied* on the user's device. If the caller says they did not deny it, "
-                "the account may be under attack: do not reset anything, and tell your security team "
-                "(the security channel has been alerted)."
+        # The worker's notice says what it did (e.g. whether security was alerted): no claim of our own.
+        if snapshot.notice is not None:
+            blocks.append(
+                _section(f"{NOTICE_ICONS.get(snapshot.notice.level, '')} {esc(snapshot.notice.text)}".strip())
             )
-        )
+        else:
+            blocks.append(
+                _section(
+                    "The push was *denied* on the user's device. If the caller says they did not deny it, "
+                    "the account may be under attack: do not reset anything, and tell your security team."
+                )
+            )
     elif snapshot.state is CaseState.TIMED_OUT:
         blocks.append(_header("⏰ No answer in time"))
         blocks.append(_section("The challenge expired before the caller answered. Try again or use another factor."))
@@ -544,8 +783,10 @@ def render_case(snapshot: CaseSnapshot, now: datetime | None = None) -> dict[str
     """The modal for ``snapshot`` in its current state (notice on top), validated."""
     state = snapshot.state
     callback_id, submit = ui.CALLBACK_CASE, None
-    # The failed view explains the notice itself; elsewhere the notice sits on top.
-    blocks: list[Block] = [] if state is CaseState.FAILED else notice_blocks(snapshot.notice)
+    # The failed and rejected views explain the notice themselves; elsewhere the notice sits on top.
+    blocks: list[Block] = disputed_blocks(snapshot)
+    if state not in (CaseState.FAILED, CaseState.REJECTED):
+        blocks += notice_blocks(snapshot.notice)
     if state is CaseState.OPENED:
         blocks += render_checking(snapshot)
     elif state is CaseState.DENIED:
@@ -553,7 +794,7 @@ def render_case(snapshot: CaseSnapshot, now: datetime | None = None) -> dict[str
     elif state is CaseState.SEARCHING:
         blocks += render_search(snapshot)
     elif state is CaseState.FACTORS:
-        blocks += render_factors(snapshot)
+        blocks += render_factors(snapshot, now)
     elif state is CaseState.CHALLENGE_SENT and snapshot.challenge is not None:
         if snapshot.challenge.kind == "push":
             blocks += render_push_wait(snapshot, snapshot.challenge, now)
@@ -576,20 +817,29 @@ def render_case(snapshot: CaseSnapshot, now: datetime | None = None) -> dict[str
 
 
 def render_temp_password(show: ShowTempPassword) -> dict[str, Any]:
-    """The one view that ever holds a temporary password; "Done" asks the worker to render the case."""
-    password = esc(show.temp_password.get_secret_value())
+    """The one view that ever holds a temporary password or a Temporary Access Code; "Done" asks the
+    worker to render the case."""
+    secret = esc(show.temp_password.get_secret_value())
     login = esc(clip(show.target_login, 300))
+    shown_once = (
+        "*Read it to the caller now.* It is shown only this once and is not stored anywhere: "
+        "after *Done* it cannot be displayed again."
+    )
+    if show.kind == "temp_access_code":
+        title = "🔑 Temporary access code"
+        use = "The caller signs in with it once, before it expires."
+    else:
+        title = "🔑 Temporary password"
+        use = "The caller must choose a new password at their next sign-in."
     blocks: list[Block] = [
-        _header("🔑 Temporary password"),
+        _header(title),
         _section(f"For *{login}*:"),
-        _section(f"```{password}```"),
-        _section(
-            "*Read it to the caller now.* It is shown only this once and is not stored anywhere: "
-            "after *Done* it cannot be displayed again. The caller must choose a new password at "
-            "their next sign-in. Never send it by chat or email."
-        ),
-        ActionsBlock(elements=[_button("Done", ui.ACTION_REFRESH, style="primary")]),
+        _section(f"```{secret}```"),
+        _section(f"{shown_once} {use} Never send it by chat or email."),
     ]
+    if show.kind == "temp_access_code" and show.expires_at:
+        blocks.append(_context(f":hourglass: Valid until {when(show.expires_at)}"))
+    blocks.append(ActionsBlock(elements=[_button("Done", ui.ACTION_REFRESH, style="primary")]))
     return _modal(show.case_token, blocks)
 
 
