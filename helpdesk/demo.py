@@ -24,7 +24,15 @@ from helpdesk.sandbox_stack import DEMO_HOOK_AUTH, SandboxStack
 from sandbox import okta_data as org
 from sandbox.okta import PushOutcome
 from sandbox.okta_hook import telephony_request
-from sandbox.slack import AGENT_USER_ID, AUDIT_CHANNEL_ID, FakeSlack
+from sandbox.slack import (
+    AGENT_USER_ID,
+    ALICE_USER_ID,
+    APPROVALS_CHANNEL_ID,
+    AUDIT_CHANNEL_ID,
+    SECOND_AGENT_USER_ID,
+    SECURITY_CHANNEL_ID,
+    FakeSlack,
+)
 from shared import ui
 from shared.logging import configure_logging
 
@@ -49,6 +57,11 @@ def actions_in(view: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 def has_action(action_id: str, value: str | None = None) -> ViewCheck:
     return lambda view: any(a == action_id and (value is None or v == value) for a, v in actions_in(view))
+
+
+def clip(value: object, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def has_block(block_id: str) -> ViewCheck:
@@ -77,7 +90,10 @@ class Transcript:
     def view(self, view: dict[str, Any], caption: str) -> None:
         self.line(f"  {'slack':<9}◂ {caption}")
         rows: list[str] = []
-        for row in FakeSlack.render_text(view).rstrip().splitlines():
+        lines = FakeSlack.render_text(view).rstrip().splitlines()
+        if lines and "(untitled)" in lines[0]:  # a message, not a modal: no title bar
+            lines = lines[2:]
+        for row in lines:
             rows.extend(textwrap.wrap(row, BOX_WIDTH, subsequent_indent="  ") or [""])
         width = max(len(row) for row in rows) + 2
         self.line("    ┌" + "─" * width)
@@ -144,7 +160,7 @@ class Demo:
                 body = " " + ", ".join(
                     f"{k}={'•••' if k in ('passCode', 'answer') else v}" for k, v in call.json.items()
                 )
-            query = f"?{'&'.join(f'{k}={v}' for k, v in call.query.items())}" if call.query else ""
+            query = f"?{'&'.join(f'{k}={clip(v)}' for k, v in call.query.items())}" if call.query else ""
             self.t.say("okta", f"{call.method} {call.path}{query}{body}")
         polls = sum(1 for c in calls if c.method == "GET" and "/transactions/" in c.path)
         if polls:
@@ -271,8 +287,78 @@ class Demo:
         view = await self.view_until(view["id"], has_text("verified"))
         self.t.view(view, "views.update: verified, but admin@example.com is in a protected group: escalate")
 
+    async def assurance(self) -> None:
+        self.t.scene(4, "Assurance: the question alone changes nothing; step up; four eyes; the user told")
+        okta, slack = self.stack.okta, self.stack.slack
+        self._okta_mark = len(okta.calls)
+        view = await self.open_case("alice")
+        view = await self.choose_user(view, "alice", org.ALICE)
+        await self.agent.click(view, ui.ACTION_CHALLENGE, org.ALICE_QUESTION)
+        self.t.say("agent", "asks the security question")
+        view = await self.view_until(view["id"], has_block(ui.BLOCK_CODE))
+        await self.agent.submit(view, {ui.BLOCK_CODE: {ui.ACTION_CODE: org.DEMO_ANSWER}})
+        self.t.say("caller", "answers it (anyone who read their social media could)")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_STEP_UP))
+        self.t.view(view, "views.update: a weak check: every action says what it still needs")
+        await self.agent.forge_click(view, ui.ACTION_RUN, "reset_all_factors")
+        self.t.say("attacker", "replays a signed click on “Reset all factors”, a button the view does not show")
+        view = await self.view_until(view["id"], has_text(":x: Reset all factors needs"))
+        notice = next(line for line in FakeSlack.render_text(view).splitlines() if ":x:" in line)
+        self.t.say("worker", f"refused before any Okta call, on top of the modal: {notice.strip()}")
+        await self.agent.click(view, ui.ACTION_STEP_UP)
+        self.t.say("agent", "clicks “Verify another factor” and sends an Okta Verify push")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_CHALLENGE, org.ALICE_PUSH))
+        before = okta.last_push(org.ALICE)
+        await self.agent.click(view, ui.ACTION_CHALLENGE, org.ALICE_PUSH)
+        push = await self._wait_for(lambda: p if (p := okta.last_push(org.ALICE)) is not before else None)
+        view = await self.view_until(view["id"], has_text(str(push.correct_answer)))
+        self.t.say("caller", f"taps {push.correct_answer} and approves")
+        okta.resolve_push(push.id, "SUCCESS")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_REQUEST_APPROVAL, "reset_all_factors"))
+        self.t.view(view, "views.update: strong now; resetting every factor still needs a second person")
+        self.okta_calls()
+        posted = len(slack.messages_in(APPROVALS_CHANNEL_ID))
+        await self.agent.click(view, ui.ACTION_REQUEST_APPROVAL, "reset_all_factors")
+        self.t.say("agent", "clicks “Request approval”")
+        request = await self._wait_for(lambda: next(iter(slack.messages_in(APPROVALS_CHANNEL_ID)[posted:]), None))
+        self.t.view(request, "chat.postMessage to #helpdesk-approvals")
+        await self.agent.click_posted(APPROVALS_CHANNEL_ID, request["ts"], ui.ACTION_APPROVE)
+        self.t.say("agent", "(the same agent) clicks Approve on their own request")
+        await self._wait_for(lambda: slack.thread(APPROVALS_CHANNEL_ID, request["ts"])[1:] or None)
+        reply = slack.thread(APPROVALS_CHANNEL_ID, request["ts"])[-1]
+        self.t.say("slack", f"thread reply: {reply.get('text', '')}")
+        approver = self.agent.as_user(SECOND_AGENT_USER_ID)
+        await approver.click_posted(APPROVALS_CHANNEL_ID, request["ts"], ui.ACTION_APPROVE)
+        self.t.say("approver", "Sam, another help-desk agent, checks the request and clicks Approve")
+        view = await self.view_until(view["id"], has_action(ui.ACTION_RUN, "reset_all_factors"))
+        self.t.view(view, "views.update: the agent's modal, live: approved once, for a few minutes")
+        dms = len(slack.dm_messages(ALICE_USER_ID))
+        await self.agent.click(view, ui.ACTION_RUN, "reset_all_factors")
+        self.t.say("agent", "resets all of alice's factors")
+        view = await self.view_until(view["id"], has_text("factors were reset"))
+        self.okta_calls()
+        updated = await self._wait_for(
+            lambda: (
+                m
+                if "used" in str((m := slack.message(APPROVALS_CHANNEL_ID, request["ts"]) or {}).get("text"))
+                else None
+            )
+        )
+        self.t.say("slack", f"the request now reads: {updated.get('text', '')}")
+        dm = await self._wait_for(lambda: next(iter(slack.dm_messages(ALICE_USER_ID)[dms:]), None))
+        self.t.view(dm, "chat.postMessage: a DM to alice, the real user")
+        alerts = len(slack.messages_in(SECURITY_CHANNEL_ID))
+        alice = self.agent.as_user(ALICE_USER_ID)
+        await alice.click_posted(slack.dm_channel_id(ALICE_USER_ID), dm["ts"], ui.ACTION_NOT_ME)
+        self.t.say("alice", "did not call the help desk: clicks “This wasn't me”")
+        alert = await self._wait_for(lambda: next(iter(slack.messages_in(SECURITY_CHANNEL_ID)[alerts:]), None))
+        self.okta_calls()
+        self.t.view(alert, "chat.postMessage to #security-alerts")
+        view = await self.view_until(view["id"], has_text("not theirs"))
+        self.t.say("slack", "the agent's modal: the case is marked disputed")
+
     async def telephony_hook(self) -> None:
-        self.t.scene(4, "Okta's telephony inline hook: an SMS code and a voice call")
+        self.t.scene(5, "Okta's telephony inline hook: an SMS code and a voice call")
         twilio = self.stack.twilio
         async with httpx.AsyncClient(base_url=self.stack.hook_url, timeout=5) as client:
             for n, (channel, number) in enumerate((("SMS", "+14155550123"), ("voice call", "+14155550199"))):
@@ -313,7 +399,7 @@ class Demo:
             )
 
     async def audit_and_home(self) -> None:
-        self.t.scene(5, "The audit channel and App Home")
+        self.t.scene(6, "The audit channel and App Home")
         slack = self.stack.slack
         await self.agent.app_home_opened()
         self.t.say("agent", "opens the app's Home tab")
@@ -349,6 +435,7 @@ def secrets_in_logs(log_text: str, stack: SandboxStack) -> list[str]:
     assert stack.settings is not None
     candidates = {
         "temporary password": list(stack.okta.issued_temp_passwords),
+        "temporary access code": [t.code for t in stack.okta.issued_tacs],
         "one-time code": [c.code for c in stack.okta.sent_codes] + ["480000", "481111"],
         "bot token": [stack.settings.secret("SLACK_BOT_TOKEN")],
         "signing secret": [stack.settings.secret("SLACK_SIGNING_SECRET")],
@@ -377,6 +464,7 @@ async def run_demo(verbose: bool = False, out: TextIO | None = None) -> int:
             await demo.push_to_temp_password()
             await demo.sms_wrong_then_right()
             await demo.guards()
+            await demo.assurance()
             await demo.telephony_hook()
             await demo.audit_and_home()
         except TimeoutError as exc:
@@ -386,7 +474,7 @@ async def run_demo(verbose: bool = False, out: TextIO | None = None) -> int:
             return 1
         leaked = secrets_in_logs(logs.getvalue(), stack)
     lines = logs.getvalue().count("\n")
-    transcript.scene(6, "Secrets")
+    transcript.scene(7, "Secrets")
     transcript.line(f"  {lines} log lines written; secrets found in them: {', '.join(leaked) if leaked else 'none'}")
     if verbose:
         print(logs.getvalue(), file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 
 from helpdesk.runner import ALL, ServiceGroup
 from sandbox.okta import FakeOkta
-from sandbox.slack import AUDIT_CHANNEL_ID, FakeSlack
+from sandbox.slack import APPROVALS_CHANNEL_ID, AUDIT_CHANNEL_ID, SECURITY_CHANNEL_ID, FakeSlack
 from sandbox.telephony import FakeTwilio
 from shared.natsserver import EmbeddedNats, free_port
 from shared.settings import Settings
@@ -75,6 +75,8 @@ class SandboxStack:
             "slack_bot_token": self.slack.bot_token,
             "slack_api_url": f"{slack_url}/api/",
             "slack_audit_channel": AUDIT_CHANNEL_ID,
+            "slack_approvals_channel": APPROVALS_CHANNEL_ID,
+            "slack_security_channel": SECURITY_CHANNEL_ID,
             "okta_org_url": okta_url,
             "okta_api_token": self.okta.api_token,
             "okta_protected_groups": ["Admins"],

@@ -10,6 +10,7 @@ Ids are fixed so tests, the demo and other fakes can name them directly:
 | ----------------------- | -------------------- | ------------- | ---------------------- | --------------------------
 | agent@example.com       | 00uagent000000000001 | ACTIVE        | Helpdesk               | push, totp
 | agent.admin@example.com | 00uagentadmin0000001 | ACTIVE        |                        | push
+| agent2@example.com      | 00uagent200000000001 | ACTIVE        | Helpdesk               | push (the approver)
 | admin@example.com       | 00uadmin000000000001 | ACTIVE        | Admins (protected)     | push
 | manager@example.com     | 00umanager0000000001 | ACTIVE        | Engineering            | push
 | alice@example.com       | 00ualice000000000001 | ACTIVE        | Engineering            | push sms email totp
@@ -50,6 +51,7 @@ DEMO_ANSWER = "starry night"
 
 # Users
 AGENT = "00uagent000000000001"
+AGENT2 = "00uagent200000000001"  # a second help-desk agent: approves what the first one asks
 AGENT_ADMIN = "00uagentadmin0000001"  # the agent's second account: another login, the agent's email
 ADMIN = "00uadmin000000000001"
 ALICE = "00ualice000000000001"
@@ -135,6 +137,17 @@ def seed_demo(fake: FakeOkta) -> None:
     )
     fake.add_factor(AGENT, "push", factor_id=AGENT_PUSH, created=_CREATED)
     fake.add_factor(AGENT, "token:software:totp", factor_id=AGENT_TOTP, passcode=DEMO_PASSCODE, created=_CREATED)
+
+    fake.add_user(
+        "agent2@example.com",
+        "Sam",
+        "Okafor",
+        user_id=AGENT2,
+        groups=[HELPDESK_GROUP],
+        created=_CREATED,
+        employeeNumber="E1001",
+        department="IT Support",
+    )
 
     fake.add_user(
         AGENT_ADMIN_LOGIN,

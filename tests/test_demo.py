@@ -12,8 +12,14 @@ async def test_demo_runs_every_scene_without_leaking_a_secret() -> None:
     code = await run_demo(out=out)
     transcript = out.getvalue()
     assert code == 0, transcript[-3000:]
-    for scene in ("1. Okta Verify push", "2. SMS code", "3. Guards", "4. Okta's telephony inline hook", "5. The audit"):
+    scenes = ("1. Okta Verify push", "2. SMS code", "3. Guards", "4. Assurance", "5. Okta's telephony", "6. The audit")
+    for scene in scenes:
         assert scene in transcript
+    # the assurance scene: refused server-side, approved by another agent, used once, disowned by the user
+    assert "refused before any Okta call" in transcript and "needs a strong factor" in transcript
+    assert "Approved and used by <@U0AGENT02>" in transcript
+    assert "DELETE /api/v1/users/00ualice000000000001/sessions?oauthTokens=true" in transcript
+    assert "A user reported: this wasn't me" in transcript
     assert "straight on the user search" in transcript  # the second case: the agent was authorized a moment ago
     assert "CALLER VERIFIED" in transcript
     assert "TEMPORARY PASSWORD" in transcript

@@ -227,7 +227,7 @@ async def test_search_includes_deprovisioned_users(http: httpx.AsyncClient, sche
 
     listed = await http.get("/api/v1/users")
     assert CAROL not in {u["id"] for u in listed.json()}
-    assert len(listed.json()) == 10  # every demo user but carol
+    assert len(listed.json()) == 11  # every demo user but carol
 
     q = await http.get("/api/v1/users", params={"q": "car"})
     assert q.json() == []
@@ -288,7 +288,7 @@ async def test_pagination_follows_the_link_header(http: httpx.AsyncClient) -> No
         url = r.links.get("next", {}).get("url", "")
         params = None
     assert pages == 4
-    assert len(seen) == len(set(seen)) == 11
+    assert len(seen) == len(set(seen)) == 12
     assert CAROL in seen
 
 

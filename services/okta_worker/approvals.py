@@ -54,7 +54,7 @@ async def _manager_of(ctx: WorkerContext, target_id: str) -> OktaUser | None:
     return manager if manager.status == "ACTIVE" else None
 
 
-def _notice(
+def approval_notice(
     ctx: WorkerContext,
     case: Case,
     approval: ApprovalInfo,
@@ -137,7 +137,8 @@ async def request_approval(ctx: WorkerContext, cmd: RequestApproval, command_id:
         return
     assert after.approval is not None
     await ctx.bus.publish(
-        _notice(ctx, after, after.approval, manager_email=manager_email), msg_id=f"{case_id}:{approval_id}:requested"
+        approval_notice(ctx, after, after.approval, manager_email=manager_email),
+        msg_id=f"{case_id}:{approval_id}:requested",
     )
     await ctx.audit(
         after,
@@ -211,7 +212,7 @@ async def decide_approval(ctx: WorkerContext, cmd: DecideApproval, command_id: s
     assert after.approval is not None
     status = after.approval.status.value
     await ctx.bus.publish(
-        _notice(ctx, after, after.approval, message=cmd.message), msg_id=f"{case_id}:{approval_id}:{status}"
+        approval_notice(ctx, after, after.approval, message=cmd.message), msg_id=f"{case_id}:{approval_id}:{status}"
     )
     await ctx.audit(
         after,
@@ -232,7 +233,7 @@ async def _decision_refused(ctx: WorkerContext, case: Case, cmd: DecideApproval,
         if reason == "approval_expired" and approval.status == ApprovalStatus.REQUESTED:
             shown = approval.model_copy(update={"status": ApprovalStatus.EXPIRED})
         await ctx.bus.publish(
-            _notice(ctx, case, shown, message=cmd.message, note=f"<@{cmd.agent.user_id}>: {why}"),
+            approval_notice(ctx, case, shown, message=cmd.message, note=f"<@{cmd.agent.user_id}>: {why}"),
             msg_id=f"{case.case_id}:{approval.approval_id}:refused:{command_id_of_click(cmd)}",
         )
     suspicious = reason in ("self_approval", "target_approval", "not_manager", "not_in_group")

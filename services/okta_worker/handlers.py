@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from services.okta_worker import metrics
-from services.okta_worker.approvals import decide_approval, report_not_me, request_approval
+from services.okta_worker.approvals import approval_notice, decide_approval, report_not_me, request_approval
 from services.okta_worker.case import Case, CaseRefused, StaleEvent
 from services.okta_worker.context import (
     WorkerContext,
@@ -57,6 +57,7 @@ from shared.bus import BusError, Delivery, RetryLater, Unprocessable
 from shared.logging import bind_correlation, get_logger
 from shared.messages import (
     ActionKind,
+    ApprovalStatus,
     BackToSearch,
     CancelChallenge,
     CaseState,
@@ -672,6 +673,11 @@ async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> Non
         approved_by=case.approval.decided_by if case.approval and case.approval.action == cmd.action else None,
     )
     await ctx.risk.forget(uid)
+    spent = case.approval
+    if spent is not None and spent.status == ApprovalStatus.USED and spent.action == cmd.action:
+        await ctx.bus.publish(
+            approval_notice(ctx, after, spent), msg_id=f"{case_id}:{spent.approval_id}:{spent.status.value}"
+        )
     if secret is not None:
         await _show_secret(ctx, after, secret, cmd.action, secret_expires)
     await notify_target(ctx, after, [message])

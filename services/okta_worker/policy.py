@@ -136,8 +136,10 @@ def describe_proofs(proofs: Sequence[Proof], now: datetime) -> str:
         return "nothing yet"
     parts = []
     for p in proofs:
-        extra = "" if p.expires_at > now else ", expired"
-        parts.append(f"{p.label} ({p.level.value}{extra})")
+        notes = [] if p.level.value in p.label else [p.level.value]
+        if p.expires_at <= now:
+            notes.append("expired")
+        parts.append(p.label + (f" ({', '.join(notes)})" if notes else ""))
     return ", ".join(parts)
 
 
