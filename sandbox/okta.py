@@ -1126,6 +1126,11 @@ class FakeOkta(FakeService):
         """The next `n` requests under `path_prefix` fail with `status` (500: Okta's E0000009 JSON)."""
         self._failures.extend(_Scripted(path_prefix, status) for _ in range(n))
 
+    @property
+    def hangs_pending(self) -> int:
+        """Scripted hangs not yet taken by a request (0: the hung request has arrived)."""
+        return len(self._hangs)
+
     def hang_next(self, seconds: float, n: int = 1, path_prefix: str = "/") -> None:
         """The next `n` requests under `path_prefix` wait `seconds` (or until `stop()`) before answering.
 

@@ -238,6 +238,15 @@ class ReportNotMe(Command):
     message: MessageRef | None = None
 
 
+class RefusedClick(Command):
+    """A click the gateway refused (its case token expired, was altered, or is another agent's): the worker
+    audits it — a security event unless merely expired — and has the agent's modal say so."""
+
+    SUBJECT = "helpdesk.cmd.refused"
+    kind: Literal["expired", "invalid", "wrong_agent", "missing"]
+    action_id: str = ""
+
+
 class RefreshCase(Command):
     """Render the case again (after a one-time secret was shown, the agent clicks "Done")."""
 
@@ -270,6 +279,7 @@ COMMANDS: tuple[type[Command], ...] = (
     RequestApproval,
     DecideApproval,
     ReportNotMe,
+    RefusedClick,
 )
 
 
@@ -457,6 +467,15 @@ class CaseSnapshot(Message):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class RefusalNotice(Message):
+    """Replace the agent's modal: the case expired (start again), or the request was refused."""
+
+    SUBJECT = "helpdesk.case.refusal"
+    agent: Actor
+    view: ViewRef
+    kind: Literal["expired", "invalid", "wrong_agent", "missing"]
+
+
 class RecentCase(BaseModel):
     model_config = ConfigDict(frozen=True)
     case_id: str
@@ -612,7 +631,8 @@ class AuditEvent(Message):
     at: datetime = Field(default_factory=utcnow)
     category: Literal["case", "telephony", "security"]
     action: str
-    outcome: Literal["success", "failure", "denied", "refused", "pending", "info", "alert"]
+    # "uncertain": an Okta call was interrupted and Okta could not tell whether it took effect
+    outcome: Literal["success", "failure", "denied", "refused", "pending", "info", "alert", "uncertain"]
     actor: str | None = None
     target: str | None = None
     case_id: str | None = None
@@ -631,6 +651,7 @@ _MESSAGE_TYPES: tuple[type[Message], ...] = (
     *NOTICES,
     PollPush,
     CaseSnapshot,
+    RefusalNotice,
     HomeSnapshot,
     SearchUsers,
     SearchUsersReply,

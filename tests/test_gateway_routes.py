@@ -40,6 +40,7 @@ from shared.messages import (
     MessageRef,
     OpenCase,
     RefreshCase,
+    RefusedClick,
     ReportNotMe,
     RequestApproval,
     ResendChallenge,
@@ -492,11 +493,16 @@ def bad_token(request: pytest.FixtureRequest, workspace: Workspace) -> str:
 
 
 async def test_bad_case_tokens_are_refused_on_clicks(workspace: Workspace, bad_token: str) -> None:
-    """A click in a view whose token is tampered, expired, another agent's or absent reaches nothing."""
+    """A click in a view whose token is tampered, expired, another agent's or absent reaches no case: it
+    becomes a RefusedClick (audited, the modal told), never a case command — and is never silent."""
     view = await workspace.open_view(token=bad_token)
     response = await workspace.agent.click(view, ACTION_CHALLENGE, "opf1sms")
     assert response.status_code == 200
-    assert await published(workspace.bus) == []
+    sent = await published(workspace.bus)
+    assert [type(m) for m, _ in sent] == [RefusedClick]
+    refused = sent[0][0]
+    assert isinstance(refused, RefusedClick) and refused.case_token is None and refused.view is not None
+    assert refused.view.view_id == view["id"] and refused.action_id == ACTION_CHALLENGE
 
 
 async def test_bad_case_tokens_are_refused_on_submissions(workspace: Workspace, bad_token: str) -> None:
@@ -515,7 +521,8 @@ async def test_another_agent_cannot_act_in_my_case(workspace: Workspace) -> None
     view = await workspace.open_view()
     response = await workspace.other.click(view, ACTION_CLOSE)
     assert response.status_code == 200
-    assert await published(workspace.bus) == []
+    sent = await published(workspace.bus)
+    assert [(type(m), getattr(m, "kind", None)) for m, _ in sent] == [(RefusedClick, "wrong_agent")]
 
 
 # ------------------------------------------------------------------------------------ code submission

@@ -24,6 +24,7 @@ from shared.messages import (
     ActionKind,
     DecideApproval,
     MessageRef,
+    RefusedClick,
     ReportNotMe,
     RequestApproval,
     StepUp,
@@ -249,7 +250,8 @@ def test_request_approval_for_no_known_action_is_ignored(value: str) -> None:
 def test_request_approval_needs_the_case_token() -> None:
     """Another agent's case token is refused before the request is published."""
     decision = on_interaction(in_view(ui.ACTION_REQUEST_APPROVAL, "unlock", TOKENS.issue("c1", "U0OTHER")), RULES)
-    assert isinstance(decision, Answer) and decision.reason == "case_token_wrong_agent"
+    assert isinstance(decision, Publish) and isinstance(decision.command, RefusedClick)
+    assert decision.command.kind == "wrong_agent" and decision.command.case_token is None
 
 
 @pytest.mark.parametrize(("action_id", "approve"), [(ui.ACTION_APPROVE, True), (ui.ACTION_DENY, False)])

@@ -28,6 +28,7 @@ def test_round_trip_every_command() -> None:
             "RequestApproval": {"action": "reset_all_factors"},
             "DecideApproval": {"approval_token": "tok", "approve": True},
             "ReportNotMe": {"notice_token": "tok"},
+            "RefusedClick": {"kind": "expired"},
         }.get(cls.__name__, {})
         msg = cls(**fields, **extra)
         back = decode(cls.SUBJECT, msg.encode())

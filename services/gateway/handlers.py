@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from services.gateway import views
 from services.gateway.slack_request import MalformedRequest
+from shared.logging import get_logger
 from shared.messages import (
     ActionKind,
     Actor,
@@ -40,6 +41,7 @@ from shared.messages import (
     MessageRef,
     OpenCase,
     RefreshCase,
+    RefusedClick,
     ReportNotMe,
     RequestApproval,
     ResendChallenge,
@@ -89,6 +91,8 @@ from shared.ui import (
     TOKEN_CODE_MIN_LENGTH,
     YUBIKEY_OTP_LENGTH,
 )
+
+log = get_logger(__name__)
 
 MAX_QUERY = 100
 MAX_ANSWER = 200
@@ -222,6 +226,22 @@ def _refused(kind: str, what: str = "case") -> Answer:
     return Answer(EMPTY, "refused", f"{what}_token_{kind}")
 
 
+def _refused_click(
+    kind: str, agent: Actor, view: dict[str, Any], action_id: str, action: dict[str, Any], payload: dict[str, Any]
+) -> Decision:
+    """A click in a modal whose case token does not hold: never silent. The worker audits it (a security
+    event unless it merely expired) and the modal is replaced by one that says so; a tampered or foreign
+    token is logged as a warning here too."""
+    view_ref = _view_ref(view)
+    if kind != "expired":
+        log.warning("gateway.case_token_refused", reason=kind, action_id=action_id[:64], agent=agent.user_id)
+    if view_ref is None:
+        return _refused(kind)
+    stamp = _str(action.get("action_ts")) or _str(payload.get("trigger_id"))
+    command = RefusedClick(agent=agent, view=view_ref, kind=kind, action_id=action_id[:64])  # type: ignore[arg-type]
+    return Publish(command, f"refused:{view_ref.view_id}:{stamp}")
+
+
 def _query(text: str) -> str:
     return " ".join(text.split())[:MAX_QUERY]
 
@@ -306,7 +326,7 @@ def _on_block_actions(payload: dict[str, Any], rules: Rules) -> Decision:
     try:
         token, claims = check_case(view, agent.user_id, rules)
     except CaseRefused as refused:
-        return _refused(refused.kind)
+        return _refused_click(refused.kind, agent, view, action_id, action, payload)
     command = _case_command(action_id, action, agent, token, _view_ref(view))
     if command is None:
         return _ignored(f"action:{action_id or 'none'}")

@@ -14,6 +14,7 @@ The bus belongs to the caller; the HTTP client is opened in ``start`` and closed
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
@@ -41,6 +42,36 @@ CMD_DURABLE = "okta-worker"
 POLL_DURABLE = "okta-worker-poll"
 SEARCH_QUEUE = "okta-worker"
 MAX_ACK_PENDING = 100_000
+# A command or poll whose worker died is redelivered this long after: seconds, not half a minute. A
+# handler that is still working (Okta slow) says so every third of it (``Delivery.in_progress``).
+ACK_WAIT = 5.0
+
+
+class Heartbeat:
+    """Tells JetStream, every ``interval`` seconds while a handler runs, that the message is still in work.
+
+    One timer per message, no task unless it fires: a command answered in milliseconds costs nothing.
+    """
+
+    def __init__(self, delivery: Delivery, interval: float) -> None:
+        self.delivery = delivery
+        self.interval = interval
+        self.loop = asyncio.get_running_loop()
+        self.timer = self.loop.call_later(interval, self._beat)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def _beat(self) -> None:
+        task = self.loop.create_task(self._in_progress())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        self.timer = self.loop.call_later(self.interval, self._beat)
+
+    async def _in_progress(self) -> None:
+        with contextlib.suppress(Exception):  # a lost heartbeat costs a redelivery, which is handled
+            await self.delivery.in_progress()
+
+    def stop(self) -> None:
+        self.timer.cancel()
 
 
 def check_settings(settings: Settings) -> tuple[OktaAuth, Policy]:
@@ -59,7 +90,7 @@ class OktaWorkerService:
         bus: Bus,
         *,
         clock: Callable[[], datetime] = utcnow,
-        job_ack_wait: float = 30.0,
+        job_ack_wait: float = ACK_WAIT,
         # Polls held by this replica: most wait a moment for their tick (PollPacer.lead); Okta sees at
         # most the HTTP pool's 30 at once. Against real Okta (50–100 ms a poll) that is 300+ polls/s.
         polls_in_flight: int = 128,
@@ -108,12 +139,22 @@ class OktaWorkerService:
             clock=self.clock,
         )
 
+        beat = ACK_WAIT / 3
+
         async def on_command(message: Message, delivery: Delivery) -> None:
-            await handle_command(ctx, message, delivery)
+            heartbeat = Heartbeat(delivery, beat)
+            try:
+                await handle_command(ctx, message, delivery)
+            finally:
+                heartbeat.stop()
 
         async def on_job(message: Any, delivery: Delivery) -> None:
             if isinstance(message, PollPush):
-                await poll_push(ctx, message, delivery)
+                heartbeat = Heartbeat(delivery, min(beat, self.job_ack_wait / 3))
+                try:
+                    await poll_push(ctx, message, delivery)
+                finally:
+                    heartbeat.stop()
 
         async def on_search(request: SearchUsers) -> Message:
             return await search_users(ctx, request)
@@ -121,7 +162,14 @@ class OktaWorkerService:
         # A push waits at most push_max_wait; every poll is one delivery, so allow all of them and more.
         polls = int(settings.push_max_wait / max(0.05, settings.push_poll_interval)) * 3 + 50
         self._subs.append(
-            await bus.consume(CMD_STREAM, CMD_DURABLE, on_command, max_in_flight=self.commands_in_flight, max_deliver=5)
+            await bus.consume(
+                CMD_STREAM,
+                CMD_DURABLE,
+                on_command,
+                max_in_flight=self.commands_in_flight,
+                max_deliver=5,
+                ack_wait=ACK_WAIT,
+            )
         )
         # A waiting push stays ack-pending between polls (nak with delay): room for every pending push.
         self._subs.append(

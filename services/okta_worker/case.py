@@ -36,6 +36,7 @@ from shared.messages import (
     ApprovalInfo,
     ApprovalStatus,
     AssuranceLevel,
+    AuditEvent,
     CaseSnapshot,
     CaseState,
     ChallengeInfo,
@@ -115,6 +116,20 @@ class PendingChallenge(BaseModel):
         )
 
 
+class Intent(BaseModel):
+    """The journal's open entry: an Okta call with effects, recorded (compare-and-swap) before it is made,
+    cleared by the write that records its outcome. Found open later, it is reconciled (``journal.py``)."""
+
+    model_config = ConfigDict(frozen=True)
+    intent_id: str  # the id of the command that makes the call
+    kind: Literal["challenge", "code", "action"]
+    factor_id: str | None = None
+    factor_type: str | None = None
+    label: str | None = None
+    action: ActionKind | None = None
+    started_at: datetime
+
+
 class Case(BaseModel):
     """Everything the worker keeps about one case (KV ``cases``, key = case id)."""
 
@@ -150,6 +165,10 @@ class Case(BaseModel):
     escalation: str | None = None
     admin_url: str | None = None
     handled: list[str] = Field(default_factory=list)
+    intent: Intent | None = None  # an Okta call in flight (or interrupted): see journal.py
+    # The audit events of this revision, stored with it and published with a deduplication id derived
+    # from it: a crash between the write and the publish is repaired by publishing them again.
+    outbox: list[AuditEvent] = Field(default_factory=list)
     secret_revision: int | None = None  # a one-time secret was shown at this revision: no snapshot for it
     created_at: datetime
     updated_at: datetime
@@ -182,7 +201,15 @@ class CaseEngine:
     @staticmethod
     def _next(case: Case, now: datetime, **changes: object) -> Case:
         changes.setdefault("notice", None)
+        changes.setdefault("outbox", [])
         return case.model_copy(update={**changes, "revision": case.revision + 1, "updated_at": now})
+
+    @staticmethod
+    def settle(case: Case, intent_id: str) -> Case:
+        """Close the journal entry of ``intent_id`` (stored with the outcome's write)."""
+        if case.intent is None or case.intent.intent_id != intent_id:
+            return case
+        return case.model_copy(update={"intent": None})
 
     def with_notice(
         self, case: Case, now: datetime, text: str, level: Literal["info", "warning", "error"] = "error", **kw: object
@@ -720,6 +747,48 @@ class CaseEngine:
         if case.approval is None or case.approval.status != ApprovalStatus.APPROVED:
             return None
         return case.approval.model_copy(update={"status": ApprovalStatus.USED})
+
+    def reconciled(
+        self,
+        case: Case,
+        intent: Intent,
+        result: Literal["done", "not_done", "uncertain"],
+        message: str,
+        now: datetime,
+    ) -> Case:
+        """The journal's entry ``intent``, found open after an interruption, closed with what Okta told.
+
+        Nothing is sent again: a challenge that may have gone out is shown as such (an SMS, call or email
+        code can still be typed in); an action is recorded done, not done or uncertain.
+        """
+        if case.intent is None or case.intent.intent_id != intent.intent_id:
+            raise StaleEvent("the journal entry was already closed")
+        level: Literal["info", "warning", "error"] = "warning" if result == "uncertain" else "info"
+        changes: dict[str, object] = {"intent": None}
+        if intent.kind == "challenge" and intent.factor_type in ("sms", "call", "email") and case.target:
+            option = next((o for o in case.factors if o.id == intent.factor_id), None)
+            if option is not None:
+                sent = self.challenge_sent(case, option, f"r{intent.intent_id[:15]}", intent.started_at)
+                challenge = sent.challenge
+                return self.with_notice(
+                    case, now, message, level, state=CaseState.CHALLENGE_SENT, challenge=challenge, **changes
+                )
+        if intent.kind == "action" and intent.action is not None:
+            ok = result == "done"
+            changes["results"] = [
+                *case.results[-(RESULTS_KEEP - 1) :],
+                ActionResult(action=intent.action, ok=ok, message=message, at=now),
+            ]
+            approval = case.approval
+            if (
+                result == "not_done"
+                and approval is not None
+                and approval.status == ApprovalStatus.USED
+                and approval.action == intent.action
+                and now < approval.expires_at
+            ):
+                changes["approval"] = approval.model_copy(update={"status": ApprovalStatus.APPROVED})
+        return self.with_notice(case, now, message, level, **changes)
 
     def disputed(self, case: Case, now: datetime) -> Case:
         return self.with_notice(

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.okta_worker import metrics
 from services.okta_worker.authz import AgentIdentity, Authorizer
-from services.okta_worker.case import Case, CaseEngine, CaseRefused, StaleEvent
+from services.okta_worker.case import Case, CaseEngine, CaseRefused, Intent, StaleEvent
 from services.okta_worker.okta_client import OktaClient
 from services.okta_worker.pacer import PollPacer
 from services.okta_worker.risk import RiskReader
@@ -78,7 +78,33 @@ class WorkerContext:
         severity: str = "info",
         **details: str | int | float | bool | None,
     ) -> None:
-        event = AuditEvent(
+        await self.publish_audit(
+            case, self.audit_event(case, name, outcome, category=category, severity=severity, **details)
+        )
+
+    async def publish_audit(self, case: Case, event: AuditEvent) -> None:
+        """One audit event of ``case``'s revision; its msg id makes a second publish a no-op."""
+        msg_id = f"{case.case_id}:{event.details.get('revision')}:{event.category}.{event.action}"
+        await self.bus.publish(event, msg_id=msg_id)
+
+    async def republish(self, case: Case) -> None:
+        """The stored revision's snapshot and audit events again (deduplicated): what a crash between the
+        KV write and the publish lost is published now, and nothing twice."""
+        await self.publish_case(case)
+        for event in case.outbox:
+            await self.publish_audit(case, event)
+
+    def audit_event(
+        self,
+        case: Case,
+        name: str,
+        outcome: str,
+        *,
+        category: str = "case",
+        severity: str = "info",
+        **details: str | int | float | bool | None,
+    ) -> AuditEvent:
+        return AuditEvent(
             category=category,  # type: ignore[arg-type]
             action=name,
             outcome=outcome,  # type: ignore[arg-type]
@@ -94,7 +120,6 @@ class WorkerContext:
                 **details,
             },
         )
-        await self.bus.publish(event, msg_id=f"{case.case_id}:{case.revision}:{category}.{name}")
 
     async def apply(
         self,
@@ -102,16 +127,27 @@ class WorkerContext:
         change: Callable[[Case], Case],
         view: Any = None,
         known: tuple[Case, int] | None = None,
+        *,
+        audit: Callable[[Case], AuditEvent] | None = None,
     ) -> tuple[Case, Case]:
-        """Store the next case (CAS) and publish its snapshot; index it for the agent's Home."""
+        """Store the next case (CAS) and publish its snapshot; index it for the agent's Home.
+
+        ``audit`` (the new case → its event) is stored in the same write (the case's outbox) and then
+        published, so an outcome and its audit event are never separated by a crash.
+        """
         engine = self.engine
 
         def with_view(case: Case) -> Case:
-            return change(engine.seen_view(case, view))
+            after = change(engine.seen_view(case, view))
+            if audit is not None and after.revision != case.revision:
+                after = after.model_copy(update={"outbox": [audit(after)]})
+            return after
 
         before, after = await self.store.update(case_id, with_view, known)
         if after.revision != before.revision:
             await self.publish_case(after)
+            for event in after.outbox:
+                await self.publish_audit(after, event)
             if after.state != before.state:
                 metrics.TRANSITIONS.labels(after.state.value).inc()
                 await self.remember(after)
@@ -167,14 +203,37 @@ async def load(ctx: WorkerContext, case_id: str) -> Case:
     return found[0]
 
 
-async def claim(ctx: WorkerContext, case_id: str, command_id: str, view: Any) -> bool:
-    """Mark a command with effects in Okta as taken; False if it was already (a redelivery)."""
+STALE_INTENT = timedelta(seconds=30)  # longer than any live Okta call (10 s timeout, heartbeats meanwhile)
+
+
+class Busy(Exception):
+    """Raised by :func:`claim` when another Okta call of the case is in flight (or was interrupted)."""
+
+    def __init__(self, case: Case, stale: bool) -> None:
+        super().__init__("another step of this case is in flight")
+        self.case = case
+        self.stale = stale
+
+
+async def claim(ctx: WorkerContext, case_id: str, command_id: str, view: Any, intent: Intent | None = None) -> bool:
+    """Mark a command with effects in Okta as taken, with its journal entry; False if it was already.
+
+    ``intent`` is recorded in the same compare-and-swap: from then on the call is either recorded with
+    its outcome (``CaseEngine.settle``) or found open and reconciled (``journal.reconcile``). While
+    another entry is open the command is refused (:class:`Busy`): a second click never sends a second SMS.
+    """
     taken = False
+    now = ctx.clock()
 
     def mark(case: Case) -> Case:
         nonlocal taken
         taken = command_id in case.handled
-        return case if taken else ctx.engine.remember(ctx.engine.seen_view(case, view), command_id)
+        if taken:
+            return case
+        if intent is not None and case.intent is not None and case.intent.intent_id != command_id:
+            raise Busy(case, stale=now - case.intent.started_at > STALE_INTENT)
+        marked = ctx.engine.remember(ctx.engine.seen_view(case, view), command_id)
+        return marked.model_copy(update={"intent": intent}) if intent is not None else marked
 
     await ctx.store.update(case_id, mark)
     return not taken

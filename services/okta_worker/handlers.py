@@ -29,17 +29,19 @@ from pydantic import SecretStr
 
 from services.okta_worker import metrics
 from services.okta_worker.approvals import approval_notice, decide_approval, report_not_me, request_approval
-from services.okta_worker.case import Case, CaseRefused, StaleEvent
+from services.okta_worker.case import Case, CaseRefused, Intent, PendingChallenge, StaleEvent
 from services.okta_worker.context import (
+    STALE_INTENT,
+    Busy,
     WorkerContext,
     case_id_for,
     case_of,
-    claim,
     command_id_of,
     load,
     recheck_agent,
 )
 from services.okta_worker.factors import ATTRIBUTE, attribute_matches, factor_options
+from services.okta_worker.journal import reconcile, release, take
 from services.okta_worker.notify import notify_target, security_channel, send_security_notice
 from services.okta_worker.okta_client import (
     OktaError,
@@ -58,6 +60,7 @@ from shared.logging import bind_correlation, get_logger
 from shared.messages import (
     ActionKind,
     ApprovalStatus,
+    AuditEvent,
     BackToSearch,
     CancelChallenge,
     CaseState,
@@ -65,6 +68,7 @@ from shared.messages import (
     CloseCase,
     Command,
     DecideApproval,
+    FactorOption,
     HomeOpened,
     HomeSnapshot,
     Message,
@@ -72,6 +76,8 @@ from shared.messages import (
     OpenCase,
     PollPush,
     RefreshCase,
+    RefusalNotice,
+    RefusedClick,
     RenderAck,
     ReportNotMe,
     RequestApproval,
@@ -79,6 +85,7 @@ from shared.messages import (
     RunAction,
     SearchUsers,
     SearchUsersReply,
+    SecurityNotice,
     SelectUser,
     ShowTempPassword,
     StepUp,
@@ -286,12 +293,29 @@ async def challenge_factor(ctx: WorkerContext, cmd: ChallengeFactor, command_id:
         return
     if await recheck_agent(ctx, cmd, case) is None:
         return
-    if not await claim(ctx, case_id, command_id, cmd.view):
-        case = await load(ctx, case_id)
-        if case.challenge is not None and case.challenge.command_id == command_id:
-            await _ensure_poll_job(ctx, case)  # the job may be what failed the first time
+    intent = Intent(
+        intent_id=command_id,
+        kind="challenge",
+        factor_id=option.id,
+        factor_type=option.factor_type,
+        label=option.label,
+        started_at=ctx.clock(),
+    )
+    if not await take(ctx, case_id, command_id, cmd.view, intent):
+        found = await ctx.store.get(case_id)
+        if found is not None and found[0].challenge is not None and found[0].challenge.command_id == command_id:
+            await _ensure_poll_job(ctx, found[0])  # the job may be what failed the first time
         metrics.COMMANDS.labels("challenge", "duplicate").inc()
         return
+    await _send_challenge(ctx, cmd, case, option, command_id)
+    await release(ctx, case_id, command_id)
+
+
+async def _send_challenge(
+    ctx: WorkerContext, cmd: ChallengeFactor, case: Case, option: FactorOption, command_id: str
+) -> None:
+    """The Okta call of a claimed challenge and its outcome, written with the journal entry closed."""
+    case_id = case.case_id
     assert case.target is not None
     target_id = case.target.id
     challenge_id = uuid.uuid4().hex[:16]
@@ -348,17 +372,23 @@ async def challenge_factor(ctx: WorkerContext, cmd: ChallengeFactor, command_id:
 
     def sent(c: Case) -> Case:
         now = ctx.clock()
-        nxt = ctx.engine.challenge_sent(c, option, challenge_id, now, **fields)
+        nxt = ctx.engine.settle(ctx.engine.challenge_sent(c, option, challenge_id, now, **fields), command_id)
         if notice:
             nxt = nxt.model_copy(update={"notice": Notice(level="warning", text=notice)})
         return nxt
 
     try:
-        _, after = await ctx.apply(case_id, sent, cmd.view)
+        _, after = await ctx.apply(
+            case_id,
+            sent,
+            cmd.view,
+            audit=lambda c: ctx.audit_event(
+                c, "case.challenge_sent", "pending", factor_type=option.factor_type, weak=option.weak
+            ),
+        )
     except (CaseRefused, StaleEvent):
         return
     metrics.CHALLENGES.labels(option.factor_type, "sent").inc()
-    await ctx.audit(after, "case.challenge_sent", "pending", factor_type=option.factor_type, weak=option.weak)
     await _ensure_poll_job(ctx, after)
 
 
@@ -373,21 +403,49 @@ async def submit_code(ctx: WorkerContext, cmd: SubmitCode, command_id: str) -> N
         return
     if await recheck_agent(ctx, cmd, case) is None:
         return
-    if not await claim(ctx, case_id, command_id, cmd.view):
+    intent = Intent(
+        intent_id=command_id,
+        kind="code",
+        factor_id=challenge.factor_id,
+        factor_type=challenge.factor_type,
+        label=challenge.label,
+        started_at=ctx.clock(),
+    )
+    if not await take(ctx, case_id, command_id, cmd.view, intent):
         return
+    await _check_code(ctx, cmd, case, challenge, command_id)
+    await release(ctx, case_id, command_id)
+
+
+async def _check_code(
+    ctx: WorkerContext, cmd: SubmitCode, case: Case, challenge: PendingChallenge, command_id: str
+) -> None:
+    """The Okta check of a claimed code and its outcome, written with the journal entry closed."""
+    case_id = case.case_id
     assert case.target is not None
     target_id = case.target.id
     spoken = cmd.code.get_secret_value()
     cid = challenge.challenge_id
     engine = ctx.engine
+    kind = challenge.factor_type
+
+    def settled(change: Callable[[Case], Case]) -> Callable[[Case], Case]:
+        return lambda c: engine.settle(change(c), command_id)
+
     try:
         if challenge.kind == "attribute":
             user = await ctx.okta.get_user(target_id)
             name = challenge.factor_id.removeprefix("attr:")
             if not attribute_matches(user.profile.get(name), spoken):
                 raise OktaWrongCode(f"That {name} does not match.", 403, None)
-            _, after = await ctx.apply(case_id, lambda c: engine.attribute_matched(c, cid, ctx.clock()), cmd.view)
-            await ctx.audit(after, "case.attribute_checked", "success", factor_type=ATTRIBUTE, attribute=name)
+            await ctx.apply(
+                case_id,
+                settled(lambda c: engine.attribute_matched(c, cid, ctx.clock())),
+                cmd.view,
+                audit=lambda c: ctx.audit_event(
+                    c, "case.attribute_checked", "success", factor_type=ATTRIBUTE, attribute=name
+                ),
+            )
             return
         if challenge.kind == "answer":
             await ctx.okta.verify_answer(target_id, challenge.factor_id, spoken)
@@ -395,28 +453,30 @@ async def submit_code(ctx: WorkerContext, cmd: SubmitCode, command_id: str) -> N
             await ctx.okta.verify_code(target_id, challenge.factor_id, spoken)
     except OktaWrongCode as exc:
         wrong = exc.message
+
+        def wrong_event(c: Case) -> AuditEvent:
+            if c.state == CaseState.FAILED:
+                return ctx.audit_event(c, "case.failed", "failure", factor_type=kind, reason="wrong_code")
+            left = c.challenge.attempts_left if c.challenge else 0
+            return ctx.audit_event(c, "case.code_wrong", "failure", factor_type=kind, attempts_left=left)
+
         try:
-            _, after = await ctx.apply(case_id, lambda c: engine.wrong_code(c, cid, ctx.clock(), wrong), cmd.view)
+            _, after = await ctx.apply(
+                case_id, settled(lambda c: engine.wrong_code(c, cid, ctx.clock(), wrong)), cmd.view, audit=wrong_event
+            )
         except StaleEvent:
             return
-        if after.state == CaseState.FAILED:
-            metrics.CHALLENGES.labels(challenge.factor_type, "failed").inc()
-            await ctx.audit(after, "case.failed", "failure", factor_type=challenge.factor_type, reason="wrong_code")
-        else:
-            metrics.CHALLENGES.labels(challenge.factor_type, "wrong").inc()
-            await ctx.audit(
-                after,
-                "case.code_wrong",
-                "failure",
-                factor_type=challenge.factor_type,
-                attempts_left=after.challenge.attempts_left if after.challenge else 0,
-            )
+        metrics.CHALLENGES.labels(kind, "failed" if after.state == CaseState.FAILED else "wrong").inc()
         return
     except OktaUserLocked as exc:
         locked = exc.message
         with contextlib.suppress(StaleEvent):
-            _, after = await ctx.apply(case_id, lambda c: engine.failed(c, ctx.clock(), locked), cmd.view)
-            await ctx.audit(after, "case.failed", "failure", factor_type=challenge.factor_type, reason="locked")
+            await ctx.apply(
+                case_id,
+                settled(lambda c: engine.failed(c, ctx.clock(), locked)),
+                cmd.view,
+                audit=lambda c: ctx.audit_event(c, "case.failed", "failure", factor_type=kind, reason="locked"),
+            )
         return
     except OktaError as exc:  # OktaCodeReused and the rest: tell the agent, keep the challenge
         await ctx.notify(case_id, CaseRefused(exc.message), cmd.view)
@@ -424,19 +484,28 @@ async def submit_code(ctx: WorkerContext, cmd: SubmitCode, command_id: str) -> N
     finally:
         del spoken
     try:
-        _, after = await ctx.apply(case_id, lambda c: engine.verified(c, cid, ctx.clock()), cmd.view)
+        _, after = await ctx.apply(
+            case_id,
+            settled(lambda c: engine.verified(c, cid, ctx.clock())),
+            cmd.view,
+            audit=lambda c: verified_event(ctx, c, kind),
+        )
     except StaleEvent:
         return
-    metrics.CHALLENGES.labels(challenge.factor_type, "verified").inc()
-    await verified_audit(ctx, after, challenge.factor_type)
+    metrics.CHALLENGES.labels(kind, "verified").inc()
+    await escalate(ctx, after)
 
 
-async def verified_audit(ctx: WorkerContext, case: Case, factor_type: str) -> None:
-    """``case.verified`` with the level proved; a protected target's escalation goes to a person."""
+def verified_event(ctx: WorkerContext, case: Case, factor_type: str) -> AuditEvent:
+    """``case.verified`` with the level proved."""
     proof = case.proofs[-1] if case.proofs else None
-    await ctx.audit(
+    return ctx.audit_event(
         case, "case.verified", "success", factor_type=factor_type, level=proof.level.value if proof else None
     )
+
+
+async def escalate(ctx: WorkerContext, case: Case) -> None:
+    """A protected target, verified for the first time in the case: the escalation goes to a person."""
     if case.escalation and len([p for p in case.proofs if p.factor_type != ATTRIBUTE]) == 1:
         delivered = await send_security_notice(ctx, case, "escalation", case.escalation)
         await ctx.audit(case, "case.escalated", "info", severity="warning", notified=delivered)
@@ -542,21 +611,29 @@ async def poll_push(ctx: WorkerContext, job: PollPush, delivery: Delivery | None
         raise RetryLater(max(0.05, min(delay, remaining)), "push waiting")
     seen = time.perf_counter()
     alerted = security_channel(ctx.settings) is not None
+
+    def outcome_event(c: Case) -> AuditEvent:
+        if result == "SUCCESS":
+            return verified_event(ctx, c, "push")
+        if result == "REJECTED":
+            return ctx.audit_event(c, "case.rejected", "failure", factor_type="push")
+        return ctx.audit_event(c, "case.timed_out", "failure", factor_type="push")
+
     try:
         _, after = await ctx.apply(
             job.case_id,
             lambda c: ctx.engine.push_ended(c, job.challenge_id, result, ctx.clock(), alerted),
             known=found,
+            audit=outcome_event,
         )
     except (StaleEvent, CaseRefused):
         return
     metrics.PUSH_RESULT_TO_UPDATE.observe(time.perf_counter() - seen)
     if result == "SUCCESS":
         metrics.CHALLENGES.labels("push", "verified").inc()
-        await verified_audit(ctx, after, "push")
+        await escalate(ctx, after)
     elif result == "REJECTED":
         metrics.CHALLENGES.labels("push", "rejected").inc()
-        await ctx.audit(after, "case.rejected", "failure", factor_type="push")
         await send_security_notice(
             ctx,
             after,
@@ -574,7 +651,6 @@ async def poll_push(ctx: WorkerContext, job: PollPush, delivery: Delivery | None
         )
     else:
         metrics.CHALLENGES.labels("push", "timed_out").inc()
-        await ctx.audit(after, "case.timed_out", "failure", factor_type="push")
 
 
 # -------------------------------------------------------------------------------------------- actions
@@ -602,7 +678,16 @@ async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> Non
         return
     if claimed is None:
         return
-    case = claimed
+    await _change_in_okta(ctx, cmd, claimed, command_id, required)
+    await release(ctx, case_id, command_id)
+
+
+async def _change_in_okta(
+    ctx: WorkerContext, cmd: RunAction, case: Case, command_id: str, required: str | None
+) -> None:
+    """The Okta call of a claimed action and its outcome, written with the journal entry closed."""
+    case_id = case.case_id
+    engine = ctx.engine
     assert case.target is not None
     uid = case.target.id
     label = case.target.display_name
@@ -647,30 +732,41 @@ async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> Non
                 raw = await ctx.okta.list_factors(uid)
                 factors = factor_options(raw, user.profile if user else {}, ctx.settings.okta_verify_attributes)
     except (CaseRefused, OktaError) as exc:
-        text = exc.message
+        text, error = exc.message, type(exc).__name__
         with contextlib.suppress(StaleEvent):
-            _, after = await ctx.apply(case_id, lambda c: engine.action_failed(c, cmd.action, text, ctx.clock()))
-            await ctx.audit(
-                after, "case.action", "failure", action=cmd.action.value, error=type(exc).__name__, required=required
+            await ctx.apply(
+                case_id,
+                lambda c: engine.settle(engine.action_failed(c, cmd.action, text, ctx.clock()), command_id),
+                audit=lambda c: ctx.audit_event(
+                    c, "case.action", "failure", action=cmd.action.value, error=error, required=required
+                ),
             )
         return
     card = user_card(user, case.protected_groups) if user is not None else None
     shown = secret is not None
 
     def done(c: Case) -> Case:
-        return engine.action_done(
-            c, cmd.action, True, message, ctx.clock(), target=card, factors=factors, secret_shown=shown
+        return engine.settle(
+            engine.action_done(
+                c, cmd.action, True, message, ctx.clock(), target=card, factors=factors, secret_shown=shown
+            ),
+            command_id,
         )
 
-    _, after = await ctx.apply(case_id, done, cmd.view)
-    await ctx.audit(
-        after,
-        "case.action",
-        "success",
-        action=cmd.action.value,
-        factor_id=cmd.factor_id,
-        required=required,
-        approved_by=case.approval.decided_by if case.approval and case.approval.action == cmd.action else None,
+    approved_by = case.approval.decided_by if case.approval and case.approval.action == cmd.action else None
+    _, after = await ctx.apply(
+        case_id,
+        done,
+        cmd.view,
+        audit=lambda c: ctx.audit_event(
+            c,
+            "case.action",
+            "success",
+            action=cmd.action.value,
+            factor_id=cmd.factor_id,
+            required=required,
+            approved_by=approved_by,
+        ),
     )
     await ctx.risk.forget(uid)
     spent = case.approval
@@ -707,25 +803,43 @@ async def _action_refused(
 
 
 async def claim_action(ctx: WorkerContext, case_id: str, command_id: str, cmd: RunAction) -> Case | None:
-    """Claim the command and spend the approval it needs in one compare-and-swap; the case as claimed,
-    or None for a redelivery. The check runs again on the freshest case (``CaseRefused`` if it fails)."""
+    """Claim the command, record its journal entry and spend the approval it needs, in one
+    compare-and-swap; the case as claimed, or None when it must not run (a redelivery — reconciled or
+    published again — or another step in flight). The check runs again on the freshest case
+    (``CaseRefused`` if it fails)."""
     engine = ctx.engine
     taken = False
+    now = ctx.clock()
+    intent = Intent(intent_id=command_id, kind="action", action=cmd.action, factor_id=cmd.factor_id, started_at=now)
 
     def mark(case: Case) -> Case:
         nonlocal taken
         taken = command_id in case.handled
         if taken:
             return case
-        now = ctx.clock()
+        if case.intent is not None:
+            raise Busy(case, stale=now - case.intent.started_at > STALE_INTENT)
         engine.check_action(case, cmd.action, cmd.agent, now, cmd.factor_id)
-        case = engine.remember(engine.seen_view(case, cmd.view), command_id)
+        case = engine.remember(engine.seen_view(case, cmd.view), command_id).model_copy(update={"intent": intent})
         if engine.policy.needs_approval(cmd.action, case.risk) and (used := engine.approval_used(case)):
             case = case.model_copy(update={"approval": used})
         return case
 
-    _, after = await ctx.store.update(case_id, mark)
-    return None if taken else after
+    try:
+        _, after = await ctx.store.update(case_id, mark)
+    except Busy as busy:
+        if busy.stale:
+            await reconcile(ctx, case_id, cmd.view)
+        else:
+            await ctx.notify(case_id, CaseRefused("The previous step is still running: wait a moment.", "busy"))
+        return None
+    if not taken:
+        return after
+    if after.intent is not None and after.intent.intent_id == command_id:
+        await reconcile(ctx, case_id, cmd.view)  # a redelivery: its first delivery died mid-call
+    else:
+        await ctx.republish(after)
+    return None
 
 
 def _parse_time(raw: str | None) -> datetime | None:
@@ -808,6 +922,35 @@ async def home_opened(ctx: WorkerContext, cmd: HomeOpened, command_id: str) -> N
     await ctx.bus.publish(home, msg_id=f"home:{command_id}")
 
 
+async def refused_click(ctx: WorkerContext, cmd: RefusedClick, command_id: str) -> None:
+    """A click the gateway refused: audited (a security event when the token was altered or another
+    agent's), the security channel told, and the agent's modal replaced by one that says what happened."""
+    expired = cmd.kind == "expired"
+    event = AuditEvent(
+        category="case" if expired else "security",
+        action="case_token.refused",
+        outcome="refused",
+        actor=cmd.agent.user_id,
+        severity="info" if expired else "alert",
+        details={"reason": cmd.kind, "action_id": cmd.action_id, "view_id": cmd.view.view_id if cmd.view else None},
+    )
+    await ctx.bus.publish(event, msg_id=f"{command_id}:audit")
+    if not expired and (channel := security_channel(ctx.settings)) is not None:
+        what = "another agent's case" if cmd.kind == "wrong_agent" else "an altered or missing case token"
+        notice = SecurityNotice(
+            case_id="-",
+            kind="tampered",
+            text=f"A help-desk click by <@{cmd.agent.user_id}> was refused: it carried {what}.",
+            agent=cmd.agent,
+            channel_id=channel,
+        )
+        await ctx.bus.publish(notice, msg_id=f"{command_id}:security")
+    if cmd.view is not None:
+        await ctx.bus.publish(
+            RefusalNotice(agent=cmd.agent, view=cmd.view, kind=cmd.kind), msg_id=f"{command_id}:refusal"
+        )
+
+
 # -------------------------------------------------------------------------------------------- search
 
 
@@ -865,6 +1008,7 @@ COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
     RequestApproval: request_approval,
     DecideApproval: decide_approval,
     ReportNotMe: report_not_me,
+    RefusedClick: refused_click,
 }
 
 

@@ -197,6 +197,7 @@ class OktaUser:
     last_login: str | None
     profile: dict[str, Any] = field(repr=False)
     created: str | None = None  # when the account was created (ISO 8601): a days-old account is a signal
+    password_changed: str | None = None  # ISO 8601: the journal tells a temporary password set from one not
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> OktaUser:
@@ -211,6 +212,7 @@ class OktaUser:
             last_login=raw.get("lastLogin"),
             profile=profile,
             created=raw.get("created"),
+            password_changed=raw.get("passwordChanged"),
         )
 
     @property

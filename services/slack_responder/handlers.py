@@ -52,6 +52,7 @@ from shared.messages import (
     HomeSnapshot,
     LookupSlackUser,
     Message,
+    RefusalNotice,
     RenderAck,
     ShowTempPassword,
     SlackUserInfo,
@@ -115,8 +116,19 @@ class Responder:
             await self.render_snapshot(message, redelivered=delivery.num_delivered > 1)
         elif isinstance(message, HomeSnapshot):
             await self.publish_home(message)
+        elif isinstance(message, RefusalNotice):
+            await self.show_refusal(message)
         else:
             raise Unprocessable(f"unexpected message {type(message).__name__} on the case stream")
+
+    async def show_refusal(self, notice: RefusalNotice) -> None:
+        """Replace the modal of a refused click: "expired — start again", or "refused" (never silent)."""
+        try:
+            await self.slack.update_view(notice.view.view_id, views.render_refusal(notice.kind), None)
+        except SlackRejected as exc:  # the modal was closed meanwhile: nothing left to tell
+            log.info("responder.refusal_not_shown", error=exc.error)
+        except SlackError as exc:
+            raise RetryLater(_retry_delay(exc), str(exc)) from None
 
     async def render_snapshot(self, snapshot: CaseSnapshot, *, redelivered: bool = False) -> Outcome:
         """Render one snapshot (open or update), in case order; ``RetryLater`` if Slack is down."""

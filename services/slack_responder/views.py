@@ -855,6 +855,38 @@ def render_trouble(case_token: str, detail: str) -> dict[str, Any]:
     return _modal(case_token, blocks)
 
 
+REFUSALS = {
+    "expired": (
+        ":hourglass: *This case expired — start again.*",
+        "A case stays usable for an hour. Nothing was changed by this click.",
+    ),
+    "wrong_agent": (
+        ":no_entry: *This request was refused.*",
+        "This case belongs to another agent. Nothing was changed; the security team has been told.",
+    ),
+    "invalid": (
+        ":no_entry: *This request was refused.*",
+        "It did not come from a view the help desk made (it was altered). Nothing was changed; "
+        "the security team has been told.",
+    ),
+    "missing": (
+        ":no_entry: *This request was refused.*",
+        "It carried no case. Nothing was changed; the security team has been told.",
+    ),
+}
+
+
+def render_refusal(kind: str) -> dict[str, Any]:
+    """The modal after a refused click: what happened, and how to start again."""
+    title, detail = REFUSALS.get(kind, REFUSALS["invalid"])
+    blocks: list[Block] = [
+        _section(title),
+        _context(detail),
+        _context("Close this window and start a new verification (the slash command or the Home tab)."),
+    ]
+    return _modal("", blocks)
+
+
 def expired_trigger_message(query: str = "") -> tuple[str, list[dict[str, Any]]]:
     """The message offered when the modal could not open in time: text and blocks with a re-open button."""
     text = "The helpdesk window could not open in time. Click *Open Helpdesk Verify* to try again."
