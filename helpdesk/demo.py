@@ -187,19 +187,17 @@ class Demo:
         return view
 
     async def choose_user(self, view: dict[str, Any], query: str, user_id: str) -> dict[str, Any]:
-        view = await self.view_until(view["id"], has_action(ui.ACTION_SELECT_USER))
-        if self._first_case:
-            self.t.view(view, "views.update: the agent is authorized")
-            self._first_case = False
-        response = await self.agent.options(query, view)
-        options = response.json().get("options", [])
-        self.t.say("agent", f'types "{query}" in the user search')
-        for option in options:
-            self.t.say("gateway", f"option: {option['text']['text']}")
-        label = next(o["text"]["text"] for o in options if o["value"] == user_id)
-        await self.agent.select_user(view, user_id, label)
-        self.t.say("agent", f"picks {label}")
-        view = await self.view_until(view["id"], has_action(ui.ACTION_CHALLENGE))
+        """`/helpdesk <query>`: one match is picked at once; several are offered first; else the search."""
+        picked, offered = has_action(ui.ACTION_CHALLENGE), has_action(ui.ACTION_PICK_USER)
+        view = await self.view_until(view["id"], lambda v: picked(v) or offered(v))
+        self._first_case = False
+        if picked(view):
+            self.t.view(view, f"views.update: exactly one user matches “{query}”: picked at once, factors listed")
+            return view
+        self.t.view(view, f"views.update: several users match “{query}”: offered first, the search below")
+        await self.agent.click(view, ui.ACTION_PICK_USER, user_id)
+        self.t.say("agent", "picks one")
+        view = await self.view_until(view["id"], picked)
         self.t.view(view, "views.update: the caller's enrolled factors")
         return view
 
@@ -207,8 +205,8 @@ class Demo:
         self.t.scene(1, "Okta Verify push with number matching → temporary password")
         okta = self.stack.okta
         okta.push_outcome[org.ALICE_PUSH] = PushOutcome(None)  # the caller answers when the demo says so
-        view = await self.open_case("alice")
-        view = await self.choose_user(view, "alice", org.ALICE)
+        view = await self.open_case("ali")
+        view = await self.choose_user(view, "ali", org.ALICE)
         await self.agent.click(view, ui.ACTION_CHALLENGE, org.ALICE_PUSH)
         self.t.say("agent", "sends an Okta Verify push")
         push = await self._wait_for(lambda: okta.last_push(org.ALICE))
@@ -357,8 +355,53 @@ class Demo:
         view = await self.view_until(view["id"], has_text("not theirs"))
         self.t.say("slack", "the agent's modal: the case is marked disputed")
 
+    async def click_to_open(self, channel_id: str, message: dict[str, Any], value: str | None = None) -> dict[str, Any]:
+        """Click "Verify <name>" on a message the app posted: the modal it opens (found by the click's trigger)."""
+        payload = self.agent.message_click_payload(message, channel_id, ui.ACTION_START_FOR, value)
+        await self.agent.post_payload("/slack/interactions", payload)
+        view: dict[str, Any] = await self.until(
+            lambda: self.stack.slack.last_view_for(payload["trigger_id"]), "the modal was not opened"
+        )
+        return view
+
+    async def slack_reach(self) -> None:
+        self.t.scene(5, "Slack wherever the agent is: a DM, an @mention, a Workflow Builder step, the ticket")
+        slack = self.stack.slack
+        dm = slack.dm_channel_id(AGENT_USER_ID)
+        seen = len(slack.dm_messages(AGENT_USER_ID))
+        await self.agent.direct_message("verify bob@example.com INC0012345")
+        self.t.say("agent", "DMs the app: “verify bob@example.com INC0012345”")
+        reply = await self._wait_for(lambda: next(iter(slack.dm_messages(AGENT_USER_ID)[seen:]), None))
+        self.t.view(reply, "chat.postMessage in the DM: a button per match (a message has no trigger_id)")
+        view = await self.click_to_open(dm, reply)
+        self.t.say("agent", "clicks “Verify: Bob Baker”")
+        view = await self.view_until(
+            view["id"], lambda v: has_action(ui.ACTION_CHALLENGE)(v) and has_text("INC0012345")(v)
+        )
+        self.t.view(view, "views.open → update: bob already picked, the ticket attached to every audit event")
+        await self.agent.close(view)
+        ephemerals = len(slack.ephemerals)
+        await self.agent.mention("help")
+        self.t.say("agent", "writes “@Helpdesk help” in #helpdesk")
+        answer = await self._wait_for(lambda: next(iter(slack.ephemerals[ephemerals:]), None))
+        self.t.view(answer["message"], "chat.postEphemeral: only the agent sees it")
+        seen = len(slack.dm_messages(AGENT_USER_ID))
+        execution, _ = await self.agent.run_workflow_step("dave@example.com", ticket="HELP-42")
+        self.t.say("workflow", "a Workflow Builder form runs the step “Verify caller” for dave@example.com (HELP-42)")
+        offer = await self._wait_for(lambda: next(iter(slack.dm_messages(AGENT_USER_ID)[seen:]), None))
+        self.t.view(offer, "chat.postMessage: a DM to the person running the workflow")
+        view = await self.click_to_open(dm, offer)
+        view = await self.view_until(view["id"], has_action(ui.ACTION_CHALLENGE, org.DAVE_RSA))
+        await self.agent.click(view, ui.ACTION_CHALLENGE, org.DAVE_RSA)
+        self.t.say("agent", "asks dave for the code on his RSA SecurID token")
+        view = await self.view_until(view["id"], has_block(ui.BLOCK_CODE))
+        await self.agent.submit(view, {ui.BLOCK_CODE: {ui.ACTION_CODE: org.DEMO_PASSCODE}})
+        await self.view_until(view["id"], has_text("CALLER VERIFIED"))
+        done = await self._wait_for(lambda: slack.function_runs.get(execution))
+        self.t.say("slack", f"functions.completeSuccess, outputs: {done['outputs']}")
+
     async def telephony_hook(self) -> None:
-        self.t.scene(5, "Okta's telephony inline hook: an SMS code and a voice call")
+        self.t.scene(6, "Okta's telephony inline hook: an SMS code and a voice call")
         twilio = self.stack.twilio
         async with httpx.AsyncClient(base_url=self.stack.hook_url, timeout=5) as client:
             for n, (channel, number) in enumerate((("SMS", "+14155550123"), ("voice call", "+14155550199"))):
@@ -399,7 +442,7 @@ class Demo:
             )
 
     async def audit_and_home(self) -> None:
-        self.t.scene(6, "The audit channel and App Home")
+        self.t.scene(7, "The audit channel and App Home")
         slack = self.stack.slack
         await self.agent.app_home_opened()
         self.t.say("agent", "opens the app's Home tab")
@@ -465,6 +508,7 @@ async def run_demo(verbose: bool = False, out: TextIO | None = None) -> int:
             await demo.sms_wrong_then_right()
             await demo.guards()
             await demo.assurance()
+            await demo.slack_reach()
             await demo.telephony_hook()
             await demo.audit_and_home()
         except TimeoutError as exc:
@@ -474,7 +518,7 @@ async def run_demo(verbose: bool = False, out: TextIO | None = None) -> int:
             return 1
         leaked = secrets_in_logs(logs.getvalue(), stack)
     lines = logs.getvalue().count("\n")
-    transcript.scene(7, "Secrets")
+    transcript.scene(8, "Secrets")
     transcript.line(f"  {lines} log lines written; secrets found in them: {', '.join(leaked) if leaked else 'none'}")
     if verbose:
         print(logs.getvalue(), file=sys.stderr)

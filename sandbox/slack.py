@@ -37,6 +37,7 @@ strings inside form fields such as ``view`` or ``blocks`` are decoded, as Slack 
 from __future__ import annotations
 
 import copy
+import json
 import random
 import re
 import secrets
@@ -200,6 +201,8 @@ class FakeSlack(FakeService):
         self._modal_owners: dict[str, str] = {}
         self._external_ids: dict[str, str] = {}
         self._injected: dict[str, list[_Injected]] = {}
+        # Workflow Builder step runs: execution id → None while running, then {"outputs"} or {"error"}.
+        self.function_runs: dict[str, dict[str, Any] | None] = {}
 
         self._methods: dict[str, MethodHandler] = {
             "auth.test": self._auth_test,
@@ -213,6 +216,8 @@ class FakeSlack(FakeService):
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
             "conversations.open": self._conversations_open,
+            "functions.completeSuccess": self._functions_complete_success,
+            "functions.completeError": self._functions_complete_error,
         }
         self.app.router.add_route("*", "/api/{method}", self._dispatch)
 
@@ -843,6 +848,44 @@ class FakeSlack(FakeService):
         message = self._message(ts, text, blocks)
         self.ephemerals.append({"channel": channel.id, "user": user_id, "message": message})
         return _ok(message_ts=ts)
+
+    # ------------------------------------------------------------------ Workflow Builder steps
+
+    def function_executed(self, execution_id: str | None = None) -> str:
+        """A run of a custom step begins (Slack then sends ``function_executed``): its ``Fx…`` id."""
+        execution_id = execution_id or "Fx" + _random_id(_ALNUM, 10)
+        self.function_runs[execution_id] = None
+        return execution_id
+
+    def _function_run(self, args: Args) -> str:
+        execution_id = str(args.get("function_execution_id") or "")
+        if execution_id not in self.function_runs:
+            raise SlackApiFailure("function_execution_not_found")
+        if self.function_runs[execution_id] is not None:
+            raise SlackApiFailure("execution_not_in_running_state")
+        return execution_id
+
+    async def _functions_complete_success(self, args: Args) -> web.Response:
+        """``functions.completeSuccess``: the outputs must be a JSON object (slack_sdk sends it as a string)."""
+        execution_id = self._function_run(args)
+        outputs = args.get("outputs")
+        if isinstance(outputs, str):
+            try:
+                outputs = json.loads(outputs)
+            except ValueError:
+                raise SlackApiFailure("invalid_arguments") from None
+        if not isinstance(outputs, dict):
+            raise SlackApiFailure("parameter_validation_failed")
+        self.function_runs[execution_id] = {"outputs": outputs}
+        return _ok()
+
+    async def _functions_complete_error(self, args: Args) -> web.Response:
+        execution_id = self._function_run(args)
+        error = str(args.get("error") or "")
+        if not error:
+            raise SlackApiFailure("invalid_arguments")
+        self.function_runs[execution_id] = {"error": error}
+        return _ok()
 
     # ------------------------------------------------------------------ rendering
 

@@ -540,6 +540,64 @@ class SlackAgent:
         """The agent opens the app's Home tab (``app_home_opened``)."""
         return await self.event(body=self.app_home_opened_body(tab, event_id), retry_num=retry_num, **kwargs)
 
+    async def direct_message(self, text: str, **kwargs: Any) -> httpx.Response:
+        """This member writes ``text`` to the app in its Messages tab (``message.im``)."""
+        ts = self.action_ts()
+        channel = self.fake.dm_channel_id(self.user_id) if self.fake is not None else "D" + self.user_id[1:]
+        event = {
+            "type": "message",
+            "channel": channel,
+            "user": self.user_id,
+            "text": text,
+            "ts": ts,
+            "event_ts": ts,
+            "channel_type": "im",
+        }
+        return await self.event(event, **kwargs)
+
+    async def mention(self, text: str, channel_id: str | None = None, **kwargs: Any) -> httpx.Response:
+        """This member @mentions the app in a channel (``app_mention``): "<@BOT> ``text``"."""
+        ts = self.action_ts()
+        event = {
+            "type": "app_mention",
+            "user": self.user_id,
+            "text": f"<@U0HELPBOT> {text}",
+            "ts": ts,
+            "channel": channel_id or self.channel_id,
+            "event_ts": ts,
+        }
+        return await self.event(event, **kwargs)
+
+    async def run_workflow_step(
+        self, caller: str, ticket: str | None = None, execution_id: str | None = None, **kwargs: Any
+    ) -> tuple[str, httpx.Response]:
+        """Workflow Builder runs the "Verify caller" step for this member (``function_executed``)."""
+        execution = self.fake.function_executed(execution_id) if self.fake is not None else (execution_id or "Fx1")
+        inputs: dict[str, Any] = {"agent": self.user_id, "caller": caller}
+        if ticket:
+            inputs["ticket"] = ticket
+        event = {
+            "type": "function_executed",
+            "function": {
+                "id": "Fn0VERIFYCALLER",
+                "callback_id": "verify_caller",
+                "title": "Verify caller",
+                "description": "Verify the caller against their Okta factors",
+                "type": "app",
+                "input_parameters": [],
+                "output_parameters": [],
+                "app_id": self.api_app_id,
+                "date_created": int(self.clock()),
+                "date_updated": int(self.clock()),
+            },
+            "inputs": inputs,
+            "function_execution_id": execution,
+            "workflow_execution_id": "Wx" + uuid.uuid4().hex[:10].upper(),
+            "event_ts": self.action_ts(),
+            "bot_access_token": "xwfp-" + secrets.token_urlsafe(24),
+        }
+        return execution, await self.event(event, **kwargs)
+
     async def url_verification(self, challenge: str) -> httpx.Response:
         """Slack checks the events URL when it is configured."""
         body = {"token": VERIFICATION_TOKEN, "challenge": challenge, "type": "url_verification"}

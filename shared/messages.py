@@ -138,6 +138,12 @@ class ApprovalStatus(StrEnum):
     USED = "used"  # approved, then spent on the action it was for (single use)
 
 
+class UserOption(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    label: str
+
+
 class MessageRef(BaseModel):
     """A Slack message we posted (or that was clicked): its channel and ``ts``, to update it later."""
 
@@ -163,8 +169,11 @@ class OpenCase(Command):
     SUBJECT = "helpdesk.cmd.open"
     trigger_id: str
     query: str = ""
-    source: Literal["command", "shortcut", "home", "retry"] = "command"
+    source: Literal["command", "shortcut", "home", "retry", "message", "workflow"] = "command"
     channel_id: str | None = None
+    okta_user_id: str | None = None  # the user to pick at once (a "Verify <name>" button)
+    ticket: str | None = None  # a ServiceNow number or Jira key, carried into every audit event
+    function_execution_id: str | None = None  # a Workflow Builder step waiting for this case's result
 
 
 class SelectUser(Command):
@@ -238,6 +247,33 @@ class ReportNotMe(Command):
     message: MessageRef | None = None
 
 
+class StartFromMessage(Command):
+    """A DM to the app or an @mention ("verify jdoe", "help"): answered with a message holding a
+    "Verify <name>" button (a message carries no trigger_id; the click does)."""
+
+    SUBJECT = "helpdesk.cmd.start_message"
+    text: str
+    channel_id: str
+    in_dm: bool
+    thread_ts: str | None = None
+
+
+class WorkflowStep(Command):
+    """Workflow Builder ran the "Verify caller" step: ``agent`` is the person running the workflow."""
+
+    SUBJECT = "helpdesk.cmd.workflow_step"
+    function_execution_id: str
+    caller: str  # a Slack user id (U…) or an Okta login / email
+    ticket: str | None = None
+
+
+class SetTicket(Command):
+    """The agent entered the ticket this case is for (already checked for its shape at the gateway)."""
+
+    SUBJECT = "helpdesk.cmd.ticket"
+    ticket: str
+
+
 class RefusedClick(Command):
     """A click the gateway refused (its case token expired, was altered, or is another agent's): the worker
     audits it — a security event unless merely expired — and has the agent's modal say so."""
@@ -280,6 +316,9 @@ COMMANDS: tuple[type[Command], ...] = (
     DecideApproval,
     ReportNotMe,
     RefusedClick,
+    StartFromMessage,
+    WorkflowStep,
+    SetTicket,
 )
 
 
@@ -464,7 +503,40 @@ class CaseSnapshot(Message):
     approval: ApprovalInfo | None = None  # the latest approval of the case
     disputed: bool = False  # the user said "This wasn't me"
     tac_available: bool = False
+    ticket: str | None = None
+    suggestions: list[UserOption] = Field(default_factory=list)  # `/helpdesk alice` matched several users
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StartOffer(Message):
+    """Answer a message, a mention or a workflow step: text and "Verify <name>" buttons (one per match).
+
+    Posted in the DM (``in_dm``), or ephemeral to ``agent`` in ``channel_id``; for a workflow step, a DM
+    to the person running it with a "Start verification" button.
+    """
+
+    SUBJECT = "helpdesk.case.offer"
+    agent: Actor
+    channel_id: str | None = None
+    in_dm: bool = True
+    thread_ts: str | None = None
+    text: str
+    matches: list[UserOption] = Field(default_factory=list)
+    ticket: str | None = None
+    function_execution_id: str | None = None
+
+
+class WorkflowResult(Message):
+    """Complete a Workflow Builder step: ``functions.completeSuccess`` with outputs, or ``completeError``."""
+
+    SUBJECT = "helpdesk.case.workflow"
+    case_id: str | None = None
+    function_execution_id: str
+    verified: bool
+    method: str | None = None
+    assurance: str | None = None
+    verified_at: datetime | None = None
+    error: str | None = None
 
 
 class RefusalNotice(Message):
@@ -567,12 +639,6 @@ class SearchUsers(Message):
     agent: Actor
 
 
-class UserOption(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    id: str
-    label: str
-
-
 class SearchUsersReply(Message):
     SUBJECT = "okta.users.search.reply"
     options: list[UserOption] = Field(default_factory=list)
@@ -652,6 +718,8 @@ _MESSAGE_TYPES: tuple[type[Message], ...] = (
     PollPush,
     CaseSnapshot,
     RefusalNotice,
+    StartOffer,
+    WorkflowResult,
     HomeSnapshot,
     SearchUsers,
     SearchUsersReply,

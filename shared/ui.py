@@ -14,14 +14,16 @@ Signed tokens are :class:`shared.tokens.CaseTokens` whose agent is ``approval:<i
 from __future__ import annotations
 
 SHORTCUT_CALLBACK = "request_access"  # the global shortcut of the original Workflows app: keep it
+WORKFLOW_STEP_CALLBACK = "verify_caller"  # the Workflow Builder custom step (manifest `functions`)
 
 CALLBACK_CASE = "helpdesk_case"
 CALLBACK_CODE = "helpdesk_code"  # a one-time code of digits (SMS, voice, email, TOTP): CODE_MIN..MAX_LENGTH
 CALLBACK_TOKEN_CODE = "helpdesk_token_code"  # RSA SecurID / Symantec VIP passcode: TOKEN_CODE digits
 CALLBACK_YUBIKEY = "helpdesk_yubikey"  # a YubiKey OTP: 44 ModHex characters
 CALLBACK_ANSWER = "helpdesk_answer"
+CALLBACK_TICKET = "helpdesk_ticket"  # the search view: its submit attaches the ticket (BLOCK_TICKET)
 CODE_CALLBACKS = frozenset({CALLBACK_CODE, CALLBACK_TOKEN_CODE, CALLBACK_YUBIKEY})
-CALLBACKS = frozenset({CALLBACK_CASE, CALLBACK_ANSWER, *CODE_CALLBACKS})
+CALLBACKS = frozenset({CALLBACK_CASE, CALLBACK_ANSWER, CALLBACK_TICKET, *CODE_CALLBACKS})
 
 TOKEN_CODE_MIN_LENGTH = 6  # Symantec VIP: 6 digits; RSA SecurID: PIN (4-8) + tokencode (6-8), Okta's example 10
 TOKEN_CODE_MAX_LENGTH = 16
@@ -59,6 +61,24 @@ ACTION_APPROVE = "approval_approve"
 ACTION_DENY = "approval_deny"
 # On the DM to the target user: value = the signed notice token → ReportNotMe.
 ACTION_NOT_ME = "report_not_me"
+# On an answer to a message, a mention or a workflow step: "Verify <name>", value = a START_VALUE.
+ACTION_START_FOR = "start_for_user"
+ACTION_PICK_USER = "pick_user"  # in the modal, one of the users `/helpdesk alice` matched: value = Okta id
+BLOCK_TICKET = "ticket"
+ACTION_TICKET = "ticket_entered"  # the ticket input (BLOCK_TICKET) of the search view
+TICKET_PATTERN = r"^(?:(?:INC|REQ|RITM)\d{7,12}|[A-Z][A-Z0-9]{1,9}-\d{1,9})$"  # ServiceNow number or Jira key
+
+
+def start_value(okta_user_id: str, ticket: str | None = None, function_execution_id: str | None = None) -> str:
+    """The value of a "Verify <name>" button: the user, and the ticket / workflow step it is for."""
+    return "|".join((okta_user_id, ticket or "", function_execution_id or ""))
+
+
+def parse_start_value(value: str) -> tuple[str, str | None, str | None]:
+    user, _, rest = value.partition("|")
+    ticket, _, execution = rest.partition("|")
+    return user, ticket or None, execution or None
+
 
 RESET_FACTOR_PREFIX = "reset_factor:"
 ATTRIBUTE_PREFIX = "attr:"

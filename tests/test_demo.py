@@ -12,7 +12,15 @@ async def test_demo_runs_every_scene_without_leaking_a_secret() -> None:
     code = await run_demo(out=out)
     transcript = out.getvalue()
     assert code == 0, transcript[-3000:]
-    scenes = ("1. Okta Verify push", "2. SMS code", "3. Guards", "4. Assurance", "5. Okta's telephony", "6. The audit")
+    scenes = (
+        "1. Okta Verify push",
+        "2. SMS code",
+        "3. Guards",
+        "4. Assurance",
+        "5. Slack wherever the agent is",
+        "6. Okta's telephony",
+        "7. The audit",
+    )
     for scene in scenes:
         assert scene in transcript
     # the assurance scene: refused server-side, approved by another agent, used once, disowned by the user
@@ -20,6 +28,10 @@ async def test_demo_runs_every_scene_without_leaking_a_secret() -> None:
     assert "Approved and used by <@U0AGENT02>" in transcript
     assert "DELETE /api/v1/users/00ualice000000000001/sessions?oauthTokens=true" in transcript
     assert "A user reported: this wasn't me" in transcript
+    # Slack reach: `/helpdesk ali` offers both users, a DM opens a case on bob, a workflow step completes
+    assert "several users match “ali”" in transcript
+    assert "bob already picked" in transcript
+    assert "functions.completeSuccess, outputs: {'verified': True" in transcript
     assert "straight on the user search" in transcript  # the second case: the agent was authorized a moment ago
     assert "CALLER VERIFIED" in transcript
     assert "TEMPORARY PASSWORD" in transcript

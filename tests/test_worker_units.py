@@ -9,9 +9,9 @@ import pytest
 
 from services.okta_worker.case import admin_console_url
 from services.okta_worker.factors import attribute_matches, describe, mask_email, mask_phone
-from services.okta_worker.handlers import search_expression
 from services.okta_worker.okta_client import OktaClient
 from services.okta_worker.pacer import PollPacer
+from services.okta_worker.search import search_expression
 from shared.settings import Settings
 
 

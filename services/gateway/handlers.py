@@ -19,6 +19,7 @@ for its signature and kind; who may use it is the worker's decision. A refusal n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,9 +49,12 @@ from shared.messages import (
     RunAction,
     SearchUsers,
     SelectUser,
+    SetTicket,
+    StartFromMessage,
     StepUp,
     SubmitCode,
     ViewRef,
+    WorkflowStep,
 )
 from shared.settings import Settings
 from shared.tokens import (
@@ -70,16 +74,22 @@ from shared.ui import (
     ACTION_DENY,
     ACTION_NOT_ME,
     ACTION_OPEN_ADMIN,
+    ACTION_PICK_USER,
     ACTION_REFRESH,
     ACTION_REQUEST_APPROVAL,
     ACTION_RESEND,
     ACTION_RUN,
     ACTION_SELECT_USER,
     ACTION_START,
+    ACTION_START_FOR,
     ACTION_STEP_UP,
+    ACTION_TICKET,
+    ATTRIBUTE_PREFIX,
     BLOCK_CODE,
+    BLOCK_TICKET,
     CALLBACK_ANSWER,
     CALLBACK_CODE,
+    CALLBACK_TICKET,
     CALLBACK_TOKEN_CODE,
     CALLBACK_YUBIKEY,
     CALLBACKS,
@@ -87,14 +97,19 @@ from shared.ui import (
     MODHEX,
     RESET_FACTOR_PREFIX,
     SHORTCUT_CALLBACK,
+    TICKET_PATTERN,
     TOKEN_CODE_MAX_LENGTH,
     TOKEN_CODE_MIN_LENGTH,
+    WORKFLOW_STEP_CALLBACK,
     YUBIKEY_OTP_LENGTH,
+    parse_start_value,
 )
 
 log = get_logger(__name__)
 
 MAX_QUERY = 100
+OKTA_ID = re.compile(r"^[0-9A-Za-z]{1,40}$")  # Okta's ids: 20 letters and digits (00u…, opf…)
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_ANSWER = 200
 APPROVAL_AGENT_PREFIX = "approval:"  # the agent claim of an approval token (shared/tokens.py)
 NOTICE_AGENT_PREFIX = "target:"  # the agent claim of a notice token
@@ -301,6 +316,27 @@ def _open_case(
     return Publish(command, f"open:{trigger_id}")
 
 
+def _start_for(payload: dict[str, Any], value: str) -> Decision:
+    """ "Verify <name>" on an answer to a message or a workflow step: the modal opens with that user."""
+    okta_user_id, ticket, execution = parse_start_value(value)
+    trigger_id = _str(payload.get("trigger_id"))
+    if not trigger_id:
+        raise MalformedRequest("no_trigger_id")
+    if ticket is not None and not re.match(TICKET_PATTERN, ticket):
+        ticket = None
+    if execution is not None and not OKTA_ID.match(execution.removeprefix("Fx")):
+        raise MalformedRequest("bad_function_execution_id")
+    command = OpenCase(
+        agent=_actor(payload),
+        trigger_id=trigger_id,
+        source="workflow" if execution else "message",
+        okta_user_id=okta_id(okta_user_id),
+        ticket=ticket,
+        function_execution_id=execution,
+    )
+    return Publish(command, f"open:{trigger_id}")
+
+
 def _on_shortcut(payload: dict[str, Any]) -> Decision:
     if payload.get("callback_id") != SHORTCUT_CALLBACK:
         return _ignored("unknown_shortcut")
@@ -320,6 +356,8 @@ def _on_block_actions(payload: dict[str, Any], rules: Rules) -> Decision:
         return _open_case(payload, "home" if from_home else "retry", query)
     if action_id == ACTION_OPEN_ADMIN:
         return _ignored("url_button")
+    if action_id == ACTION_START_FOR:
+        return _start_for(payload, _str(action.get("value")))
     if action_id in MESSAGE_BUTTONS:
         return _on_message_button(payload, action_id, action, rules)
     agent = _actor(payload)
@@ -407,6 +445,22 @@ def _action_of(value: str) -> tuple[ActionKind, str | None] | None:
         return None
 
 
+def okta_id(value: str) -> str:
+    """An Okta id from a payload, checked before any use: letters and digits only, bounded — never a path,
+    a query string or a 3,000-character key (``MalformedRequest`` otherwise)."""
+    if not OKTA_ID.match(value):
+        raise MalformedRequest("bad_okta_id")
+    return value
+
+
+def factor_ref(value: str) -> str:
+    """A factor id, or ``attr:<profile attribute>`` for a profile check (same rule)."""
+    name = value.removeprefix(ATTRIBUTE_PREFIX)
+    if name != value and ATTRIBUTE_NAME.match(name):
+        return value
+    return okta_id(value)
+
+
 def _case_command(
     action_id: str, action: dict[str, Any], agent: Actor, token: str, view: ViewRef | None
 ) -> Command | None:
@@ -416,14 +470,18 @@ def _case_command(
         selected = _str(_dict(action.get("selected_option")).get("value"))
         if not selected or selected.startswith(views.SENTINEL_PREFIX):
             return None
-        return SelectUser(okta_user_id=selected, **common)
+        return SelectUser(okta_user_id=okta_id(selected), **common)
+    if action_id == ACTION_PICK_USER:
+        return SelectUser(okta_user_id=okta_id(value), **common)
     if action_id == ACTION_CHALLENGE:
-        return ChallengeFactor(factor_id=value, **common) if value else None
+        return ChallengeFactor(factor_id=factor_ref(value), **common) if value else None
     if action_id in (ACTION_RUN, ACTION_REQUEST_APPROVAL):
         parsed = _action_of(value)
         if parsed is None:
             return None
         kind, factor_id = parsed
+        if factor_id is not None:
+            factor_id = okta_id(factor_id)
         if action_id == ACTION_RUN:
             return RunAction(action=kind, factor_id=factor_id, **common)
         return RequestApproval(action=kind, factor_id=factor_id, **common)
@@ -492,9 +550,31 @@ def check_answer(raw: str | None) -> tuple[str | None, str | None]:
     return answer, None
 
 
+def _on_ticket_submission(payload: dict[str, Any], view: dict[str, Any], rules: Rules) -> Decision:
+    """The search view's "Attach ticket": a well-formed ticket → :class:`SetTicket`; else an error on it."""
+    agent = _actor(payload)
+    values = _dict(_dict(view.get("state")).get("values"))
+    raw = _dict(_dict(values.get(BLOCK_TICKET)).get(ACTION_TICKET)).get("value")
+    ticket = "".join(raw.split()).upper() if isinstance(raw, str) else ""
+    try:
+        token, claims = check_case(view, agent.user_id, rules)
+    except CaseRefused as refused:
+        return Answer(_errors(BLOCK_TICKET, views.REFUSAL_TEXT[refused.kind]), "refused", f"case_token_{refused.kind}")
+    if not re.match(TICKET_PATTERN, ticket):
+        problem = "A ServiceNow INC…, REQ… or RITM… number, or a Jira key such as HELP-123."
+        return Answer(_errors(BLOCK_TICKET, problem), "invalid", "bad_ticket")
+    view_ref = _view_ref(view, with_hash=False)
+    command = SetTicket(agent=agent, case_token=token, view=view_ref, ticket=ticket)
+    update = Reply(body={"response_action": "update", "view": views.checking_view(view, "Attaching the ticket…")})
+    msg_id = f"{claims.case_id}:ticket:{view_ref.view_id if view_ref else ''}:{_str(view.get('hash'))}"
+    return Publish(command, msg_id, reply=update, unavailable=_errors(BLOCK_TICKET, views.UNAVAILABLE_TEXT))
+
+
 def _on_view_submission(payload: dict[str, Any], rules: Rules) -> Decision:
     view = _dict(payload.get("view"))
     callback = view.get("callback_id")
+    if callback == CALLBACK_TICKET:
+        return _on_ticket_submission(payload, view, rules)
     if callback not in CODE_CALLBACKS and callback != CALLBACK_ANSWER:
         # Case views have no submit button; an empty answer closes whatever this is.
         return _ignored("submission:other")
@@ -567,14 +647,20 @@ def on_block_suggestion(payload: dict[str, Any], rules: Rules) -> SearchUsers | 
 
 
 def on_event(body: dict[str, Any]) -> Decision:
-    """``url_verification`` → its challenge; ``app_home_opened`` (Home tab) → :class:`HomeOpened`."""
+    """``url_verification`` → its challenge; ``app_home_opened`` (Home tab) → :class:`HomeOpened`; a DM or an
+    @mention → :class:`StartFromMessage`; our Workflow Builder step → :class:`WorkflowStep`."""
     kind = body.get("type")
     if kind == "url_verification":
         return Answer(Reply(body={"challenge": _str(body.get("challenge"))}), "answered", "url_verification")
     if kind != "event_callback":
         return _ignored(f"event:{kind}" if isinstance(kind, str) else "event:unknown")
     event = _dict(body.get("event"))
-    if event.get("type") != "app_home_opened":
+    kind = event.get("type")
+    if kind in ("app_mention", "message"):
+        return _on_message_event(body, event)
+    if kind == "function_executed":
+        return _on_function_executed(body, event)
+    if kind != "app_home_opened":
         return _ignored("event:other")
     if event.get("tab", "home") != "home":
         return _ignored("event:messages_tab")
@@ -583,3 +669,44 @@ def on_event(body: dict[str, Any]) -> Decision:
         raise MalformedRequest("incomplete_event")
     agent = Actor(user_id=user_id, team_id=_str(body.get("team_id")) or None)
     return Publish(HomeOpened(agent=agent), f"event:{event_id}")
+
+
+def _on_message_event(body: dict[str, Any], event: dict[str, Any]) -> Decision:
+    """A DM to the app or an @mention → :class:`StartFromMessage`. Bot messages (ours included), edits and
+    thread replies are ignored; a DM must be a DM (``channel_type: im``)."""
+    if event.get("subtype") or event.get("bot_id") or not event.get("user"):
+        return _ignored("event:not_a_person")
+    in_dm = event.get("type") == "message"
+    if in_dm and event.get("channel_type") != "im":
+        return _ignored("event:not_a_dm")
+    thread_ts = _str(event.get("thread_ts")) or None
+    if in_dm and thread_ts and thread_ts != _str(event.get("ts")):
+        return _ignored("event:thread_reply")
+    channel, event_id = _str(event.get("channel")), _str(body.get("event_id"))
+    if not channel or not event_id:
+        raise MalformedRequest("incomplete_event")
+    agent = Actor(user_id=_str(event.get("user")), team_id=_str(body.get("team_id")) or None)
+    command = StartFromMessage(
+        agent=agent, text=_str(event.get("text"))[:500], channel_id=channel, in_dm=in_dm, thread_ts=thread_ts
+    )
+    return Publish(command, f"event:{event_id}")
+
+
+def _on_function_executed(body: dict[str, Any], event: dict[str, Any]) -> Decision:
+    """Workflow Builder ran our "Verify caller" step → :class:`WorkflowStep` for the person running it."""
+    function = _dict(event.get("function"))
+    if function.get("callback_id") != WORKFLOW_STEP_CALLBACK:
+        return _ignored("event:other_function")
+    inputs = _dict(event.get("inputs"))
+    execution, event_id = _str(event.get("function_execution_id")), _str(body.get("event_id"))
+    agent_id, caller = _str(inputs.get("agent")), _str(inputs.get("caller")).strip()
+    if not execution or not event_id or not agent_id or not caller:
+        raise MalformedRequest("incomplete_function")
+    ticket = _str(inputs.get("ticket")).strip().upper() or None
+    command = WorkflowStep(
+        agent=Actor(user_id=agent_id, team_id=_str(body.get("team_id")) or None),
+        function_execution_id=execution[:64],
+        caller=caller[:200],
+        ticket=ticket[:40] if ticket else None,
+    )
+    return Publish(command, f"event:{event_id}")

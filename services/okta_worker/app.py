@@ -23,11 +23,12 @@ from typing import Any
 from services.okta_worker.authz import Authorizer, GroupConfigError, GroupDirectory
 from services.okta_worker.case import CaseEngine
 from services.okta_worker.context import WorkerContext, utcnow
-from services.okta_worker.handlers import LIMITS_BUCKET, handle_command, poll_push, search_users
+from services.okta_worker.handlers import LIMITS_BUCKET, handle_command, poll_push
 from services.okta_worker.okta_client import OktaAuth, OktaClient, OktaError, auth_from_settings
 from services.okta_worker.pacer import RATE_BUCKET, PollPacer
 from services.okta_worker.policy import Policy, load_policy
 from services.okta_worker.risk import RISK_BUCKET, RiskReader
+from services.okta_worker.search import search_users
 from services.okta_worker.store import AGENTS_BUCKET, AGENTS_TTL, CASES_BUCKET, CASES_TTL, AgentIndex, CaseStore
 from shared.bus import CMD_STREAM, JOB_STREAM, Bus, Delivery, Subscription
 from shared.limits import RateLimiter

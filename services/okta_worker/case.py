@@ -20,6 +20,7 @@ opened → searching | denied → factors → challenge_sent → verified | reje
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -46,13 +47,16 @@ from shared.messages import (
     RecentCase,
     RiskSummary,
     UserCard,
+    UserOption,
     VerifiedInfo,
     ViewRef,
 )
 from shared.settings import Settings
+from shared.ui import TICKET_PATTERN
 
 HANDLED_KEEP = 32  # command ids remembered per case, so a redelivered command is not run twice
 RESULTS_KEEP = 10
+OKTA_USER_ID = re.compile(r"[0-9A-Za-z]{20}")  # checked before it goes into an Okta URL or a KV key
 PROOFS_KEEP = 8
 ATTRIBUTE_CHECKS_PER_CASE = 3  # profile-attribute checks an agent may start in one case (they can be guessed)
 # Okta refuses a new SMS or call within 30 s, a new email within 5 s (E0000109 / E0000133 / E0000118).
@@ -159,6 +163,10 @@ class Case(BaseModel):
     approval: ApprovalInfo | None = None
     disputed: bool = False
     tac_available: bool = False
+    ticket: str | None = None  # the ServiceNow / Jira ticket this case is for
+    suggestions: list[UserOption] = Field(default_factory=list)
+    function_execution_id: str | None = None  # a Workflow Builder step waiting for the result
+    workflow_done: bool = False
     results: list[ActionResult] = Field(default_factory=list)
     notice: Notice | None = None
     denial_reason: str | None = None
@@ -243,6 +251,8 @@ class CaseEngine:
         now: datetime,
         query: str = "",
         channel_id: str | None = None,
+        ticket: str | None = None,
+        function_execution_id: str | None = None,
     ) -> Case:
         return Case(
             case_id=case_id,
@@ -252,9 +262,39 @@ class CaseEngine:
             channel_id=channel_id,
             query=query[:200],
             mode=self.settings.helpdesk_mode,
+            ticket=ticket,
+            function_execution_id=function_execution_id,
             created_at=now,
             updated_at=now,
         )
+
+    def suggested(self, case: Case, matches: list[UserOption], now: datetime) -> Case:
+        """`/helpdesk alice` matched several users: offered first; none: said, with the search open."""
+        if case.state != CaseState.SEARCHING:
+            raise StaleEvent("the case moved on")
+        if matches:
+            return self._next(case, now, suggestions=matches[:10])
+        text = f"No Okta user matches “{case.query}”: search below."
+        return self.with_notice(case, now, text, "info")
+
+    def ticket_set(self, case: Case, ticket: str, now: datetime) -> Case:
+        self._require_open(case)
+        if not re.match(TICKET_PATTERN, ticket):
+            raise CaseRefused(
+                "That is not a ticket number: a ServiceNow INC…, REQ… or RITM… number, or a Jira key (ABC-123).",
+                "bad_ticket",
+            )
+        return self.with_notice(case, now, f"Ticket {ticket} is attached to this case.", "info", ticket=ticket)
+
+    def workflow_outcome(self, case: Case) -> Literal["verified", "failed"] | None:
+        """Whether a Workflow Builder step waiting on this case can be completed now, and how."""
+        if case.function_execution_id is None or case.workflow_done:
+            return None
+        if case.state == CaseState.VERIFIED and case.verified is not None:
+            return "verified"
+        if case.state in (CaseState.FAILED, CaseState.DENIED, CaseState.CLOSED):
+            return "failed"
+        return None
 
     def authorized(self, case: Case, email: str, okta_id: str, now: datetime) -> Case:
         if case.state != CaseState.OPENED:
@@ -268,6 +308,8 @@ class CaseEngine:
 
     def check_select(self, case: Case, user_id: str) -> None:
         self._require_open(case)
+        if not OKTA_USER_ID.fullmatch(user_id):
+            raise CaseRefused("That is not an Okta user id: pick the user from the search.", "bad_id")
         if case.state == CaseState.OPENED:
             raise CaseRefused("Still checking your access; try again in a moment.", "not_authorized_yet")
         if case.agent_okta_id and user_id == case.agent_okta_id:
@@ -875,6 +917,8 @@ class CaseEngine:
             approval=case.approval,
             disputed=case.disputed,
             tac_available=case.tac_available,
+            ticket=case.ticket,
+            suggestions=case.suggestions if case.state == CaseState.SEARCHING else [],
             results=case.results,
             notice=case.notice,
             denial_reason=case.denial_reason,

@@ -29,7 +29,7 @@ from services.okta_worker.store import AgentIndex, CaseStore
 from shared.bus import Bus, Delivery, Unprocessable
 from shared.limits import RateLimiter
 from shared.logging import bind_correlation, get_logger
-from shared.messages import AuditEvent, CaseState, Command, Message
+from shared.messages import AuditEvent, CaseState, Command, Message, WorkflowResult
 from shared.settings import Settings
 from shared.tokens import CaseTokenError, CaseTokens
 
@@ -117,6 +117,7 @@ class WorkerContext:
                 "target_id": case.target.id if case.target else None,
                 "revision": case.revision,
                 "assurance": self.engine.assurance(case, case.updated_at),
+                "ticket": case.ticket,
                 **details,
             },
         )
@@ -151,7 +152,42 @@ class WorkerContext:
             if after.state != before.state:
                 metrics.TRANSITIONS.labels(after.state.value).inc()
                 await self.remember(after)
+                if self.engine.workflow_outcome(after) is not None:
+                    await self.finish_workflow(case_id)
         return before, after
+
+    async def finish_workflow(self, case_id: str) -> None:
+        """Complete the Workflow Builder step waiting on this case: its outputs once verified, an error
+        when the case failed or was closed unverified. Marked done first (compare-and-swap): once."""
+        outcome: str | None = None
+
+        def mark(case: Case) -> Case:
+            nonlocal outcome
+            outcome = self.engine.workflow_outcome(case)
+            return case if outcome is None else case.model_copy(update={"workflow_done": True})
+
+        _, case = await self.store.update(case_id, mark)
+        if outcome is None or case.function_execution_id is None:
+            return
+        verified = case.verified
+        if outcome == "verified" and verified is not None:
+            result = WorkflowResult(
+                case_id=case.case_id,
+                function_execution_id=case.function_execution_id,
+                verified=True,
+                method=verified.method,
+                assurance=self.engine.assurance(case, case.updated_at),
+                verified_at=verified.at,
+            )
+        else:
+            why = case.denial_reason or (case.notice.text if case.notice else None) or "closed before verification"
+            result = WorkflowResult(
+                case_id=case.case_id,
+                function_execution_id=case.function_execution_id,
+                verified=False,
+                error=f"The caller was not verified: {why}"[:300],
+            )
+        await self.bus.publish(result, msg_id=f"workflow:{case.function_execution_id}")
 
     async def remember(self, case: Case) -> None:
         """List the case on the agent's App Home once it concerns someone (a user picked) or was denied:

@@ -52,9 +52,9 @@ from services.okta_worker.okta_client import (
     OktaUser,
     OktaUserLocked,
     OktaWrongCode,
-    scim_quote,
 )
 from services.okta_worker.policy import ACTION_NAMES
+from services.okta_worker.starts import parse_request, prefill, start_from_message, workflow_step
 from shared.bus import BusError, Delivery, RetryLater, Unprocessable
 from shared.logging import bind_correlation, get_logger
 from shared.messages import (
@@ -83,23 +83,21 @@ from shared.messages import (
     RequestApproval,
     ResendChallenge,
     RunAction,
-    SearchUsers,
-    SearchUsersReply,
     SecurityNotice,
     SelectUser,
+    SetTicket,
     ShowTempPassword,
+    StartFromMessage,
     StepUp,
     SubmitCode,
     UserCard,
-    UserOption,
+    WorkflowStep,
 )
 
 log = get_logger(__name__)
 
 LIMITS_BUCKET = "challenge_limits"
-SEARCH_DEADLINE = 2.0
 LIMIT_WINDOW = 3600
-LABEL_MAX = 75
 TAC_TTL_MINUTES = 60
 
 
@@ -116,7 +114,18 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
     bind_correlation(case_id=case_id)
     now = ctx.clock()
     token = ctx.tokens.issue(case_id=case_id, agent_id=cmd.agent.user_id)
-    case = ctx.engine.open(case_id, cmd.agent, cmd.trigger_id, token, now, query=cmd.query, channel_id=cmd.channel_id)
+    query, ticket = parse_request(cmd.query) if cmd.query else ("", None)
+    case = ctx.engine.open(
+        case_id,
+        cmd.agent,
+        cmd.trigger_id,
+        token,
+        now,
+        query=query,
+        channel_id=cmd.channel_id,
+        ticket=cmd.ticket or ticket,
+        function_execution_id=cmd.function_execution_id,
+    )
     case = ctx.engine.seen_view(case, cmd.view)
     if (known := ctx.authorizer.cached(cmd.agent)) is not None:
         case = ctx.engine.authorized(case, known.email, known.okta_id, now)
@@ -125,6 +134,7 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
         await ctx.remember(case)
         await ctx.audit(case, "case.opened", "info", source=cmd.source, channel_id=cmd.channel_id)
         if case.state == CaseState.SEARCHING:
+            await _start_on(ctx, case, cmd, command_id)
             return
     else:
         case = await load(ctx, case_id)
@@ -141,9 +151,25 @@ async def open_case(ctx: WorkerContext, cmd: OpenCase, command_id: str) -> None:
             return
         await ctx.audit(after, "case.denied", "denied", reason=reason)
         return
-    with contextlib.suppress(StaleEvent):
+    try:
         _, after = await ctx.apply(case_id, lambda c: ctx.engine.authorized(c, agent.email, agent.okta_id, ctx.clock()))
-        log.info("case.authorized", agent=cmd.agent.user_id)
+    except StaleEvent:
+        return
+    log.info("case.authorized", agent=cmd.agent.user_id)
+    await _start_on(ctx, after, cmd, command_id)
+
+
+async def _start_on(ctx: WorkerContext, case: Case, cmd: OpenCase, command_id: str) -> None:
+    """The user to pick at once ("Verify <name>"), or what `/helpdesk alice` names: one match → picked."""
+
+    async def select(okta_user_id: str) -> None:
+        pick = SelectUser(agent=cmd.agent, case_token=case.case_token, okta_user_id=okta_user_id)
+        await select_user(ctx, pick, f"{command_id}:select")
+
+    if cmd.okta_user_id:
+        await select(cmd.okta_user_id)
+    elif case.query.strip():
+        await prefill(ctx, case.case_id, case.query, select)
 
 
 # --------------------------------------------------------------------------------------------- target
@@ -951,41 +977,18 @@ async def refused_click(ctx: WorkerContext, cmd: RefusedClick, command_id: str) 
         )
 
 
-# -------------------------------------------------------------------------------------------- search
-
-
-def option_label(user: OktaUser) -> str:
-    label = f"{user.display_name} — {user.login} ({user.status})"
-    return label if len(label) <= LABEL_MAX else label[: LABEL_MAX - 1] + "…"
-
-
-def search_expression(query: str) -> str:
-    q = scim_quote(query.strip())
-    terms = [f"profile.{attr} sw {q}" for attr in ("login", "email", "firstName", "lastName")]
-    words = query.split()
-    if len(words) >= 2:
-        first, last = scim_quote(words[0]), scim_quote(" ".join(words[1:]))
-        terms.append(f"(profile.firstName sw {first} and profile.lastName sw {last})")
-    return " or ".join(terms)
-
-
-async def search_users(ctx: WorkerContext, request: SearchUsers) -> SearchUsersReply:
-    """Options for the agent's user search; answers within ``SEARCH_DEADLINE`` whatever happens."""
-    query = request.query.strip()[:100]
-    if not query:
-        return SearchUsersReply(options=[])
+async def set_ticket(ctx: WorkerContext, cmd: SetTicket, command_id: str) -> None:
+    """The ticket this case is for: carried into every audit event from now on (and its write-back)."""
+    case_id = case_of(ctx, cmd)
+    ticket = cmd.ticket.strip()
     try:
-        async with asyncio.timeout(SEARCH_DEADLINE):
-            await ctx.authorizer.authorize(request.agent)
-            users = await ctx.okta.search_users(search_expression(query), limit=50, rate_limit_wait=0.0)
+        _, after = await ctx.apply(case_id, lambda c: ctx.engine.ticket_set(c, ticket, ctx.clock()), cmd.view)
     except CaseRefused as refused:
-        return SearchUsersReply(error=refused.message)
-    except TimeoutError:
-        return SearchUsersReply(error="Okta did not answer in time; type again.")
-    except OktaError as exc:
-        return SearchUsersReply(error=exc.message)
-    options = [UserOption(id=u.id, label=option_label(u)) for u in users if u.status != "DEPROVISIONED"]
-    return SearchUsersReply(options=options[:100])
+        await ctx.notify(case_id, refused, cmd.view)
+        return
+    except StaleEvent:
+        return
+    await ctx.audit(after, "case.ticket", "info")
 
 
 # ------------------------------------------------------------------------------------------- dispatch
@@ -1009,6 +1012,9 @@ COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
     DecideApproval: decide_approval,
     ReportNotMe: report_not_me,
     RefusedClick: refused_click,
+    StartFromMessage: start_from_message,
+    WorkflowStep: workflow_step,
+    SetTicket: set_ticket,
 }
 
 

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.slack_responder import metrics, views
+from services.slack_responder.offers import Offers
 from services.slack_responder.slack_client import (
     HashConflict,
     SlackClient,
@@ -56,7 +57,9 @@ from shared.messages import (
     RenderAck,
     ShowTempPassword,
     SlackUserInfo,
+    StartOffer,
     ViewRef,
+    WorkflowResult,
 )
 
 log = get_logger(__name__)
@@ -90,6 +93,7 @@ class Responder:
         self.slack = slack
         self.store = store
         self.bus = bus
+        self.offers = Offers(slack)
         self.clock = clock
         self.push_refresh_every = push_refresh_every
         self.lookup_ttl = lookup_ttl
@@ -118,6 +122,10 @@ class Responder:
             await self.publish_home(message)
         elif isinstance(message, RefusalNotice):
             await self.show_refusal(message)
+        elif isinstance(message, StartOffer):
+            await self.offers.post(message)
+        elif isinstance(message, WorkflowResult):
+            await self.offers.complete(message)
         else:
             raise Unprocessable(f"unexpected message {type(message).__name__} on the case stream")
 

@@ -278,6 +278,23 @@ class SlackClient:
             kwargs["blocks"] = blocks
         await self._call("chat.postEphemeral", lambda: self.web.chat_postEphemeral(**kwargs))
 
+    async def complete_function(
+        self, function_execution_id: str, outputs: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
+        """Finish a Workflow Builder step: ``functions.completeSuccess`` with ``outputs``, or ``completeError``."""
+        if error is not None:
+            await self._call(
+                "functions.completeError",
+                lambda: self.web.functions_completeError(function_execution_id=function_execution_id, error=error),
+            )
+            return
+        await self._call(
+            "functions.completeSuccess",
+            lambda: self.web.functions_completeSuccess(
+                function_execution_id=function_execution_id, outputs=outputs or {}
+            ),
+        )
+
     async def user_info(self, user_id: str) -> dict[str, Any]:
         response = await self._call("users.info", lambda: self.web.users_info(user=user_id))
         user = response.get("user")

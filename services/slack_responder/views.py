@@ -407,7 +407,36 @@ def render_search(snapshot: CaseSnapshot) -> list[Block]:
         )
     )
     blocks.append(_context("Deactivated accounts are not listed."))
+    if snapshot.suggestions:
+        blocks.append(_section(f"*{len(snapshot.suggestions)} users match “{esc(clip(query, 100))}”:*"))
+        for n, option in enumerate(snapshot.suggestions[:10]):
+            blocks.append(
+                _section(
+                    esc(clip(option.label, 300)),
+                    accessory=_button("Pick", ui.ACTION_PICK_USER, value=option.id),
+                    block_id=f"suggestion_{n}",
+                )
+            )
+    blocks.append(
+        InputBlock(
+            block_id=ui.BLOCK_TICKET,
+            optional=True,
+            label=plain("Ticket", 2000),
+            element=PlainTextInputElement(
+                action_id=ui.ACTION_TICKET,
+                initial_value=snapshot.ticket or None,
+                max_length=40,
+                placeholder=plain("INC0012345 or HELP-123", 150),
+            ),
+            hint=plain("Goes into every audit event of the case, and the ticket gets a note.", 2000),
+        )
+    )
     return blocks
+
+
+def ticket_blocks(snapshot: CaseSnapshot) -> list[Block]:
+    """The ticket this case is for, on every view once attached."""
+    return [_context(f":ticket: Ticket *{esc(snapshot.ticket)}*")] if snapshot.ticket else []
 
 
 def render_factors(snapshot: CaseSnapshot, now: datetime | None = None) -> list[Block]:
@@ -793,6 +822,7 @@ def render_case(snapshot: CaseSnapshot, now: datetime | None = None) -> dict[str
         blocks += render_denied(snapshot)
     elif state is CaseState.SEARCHING:
         blocks += render_search(snapshot)
+        callback_id, submit = ui.CALLBACK_TICKET, "Attach ticket"
     elif state is CaseState.FACTORS:
         blocks += render_factors(snapshot, now)
     elif state is CaseState.CHALLENGE_SENT and snapshot.challenge is not None:
@@ -809,6 +839,8 @@ def render_case(snapshot: CaseSnapshot, now: datetime | None = None) -> dict[str
         blocks += render_closed(snapshot)
     else:  # CHALLENGE_SENT without a challenge: nothing sensible to ask yet
         blocks += render_checking(snapshot)
+    if state is not CaseState.SEARCHING:
+        blocks += ticket_blocks(snapshot)
     return _modal(snapshot.case_token, blocks, callback_id=callback_id, submit=submit)
 
 
