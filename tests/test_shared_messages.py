@@ -29,6 +29,9 @@ def test_round_trip_every_command() -> None:
             "DecideApproval": {"approval_token": "tok", "approve": True},
             "ReportNotMe": {"notice_token": "tok"},
             "RefusedClick": {"kind": "expired"},
+            "StartFromMessage": {"text": "verify jdoe", "channel_id": "D1", "in_dm": True},
+            "WorkflowStep": {"function_execution_id": "Fx1", "caller": "jdoe@example.com"},
+            "SetTicket": {"ticket": "INC0012345"},
         }.get(cls.__name__, {})
         msg = cls(**fields, **extra)
         back = decode(cls.SUBJECT, msg.encode())
