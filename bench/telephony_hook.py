@@ -1,13 +1,20 @@
 """Benchmark of the telephony hook on loopback: throughput, latency, overhead, worst case on failover.
 
-    .venv/bin/python bench/telephony_hook.py            # ~40 s, prints a table, stops by itself
+    .venv/bin/python bench/telephony_hook.py            # ~1 min, prints a table, stops by itself
     .venv/bin/python bench/telephony_hook.py --seconds 2
+    git archive HEAD | tar -x -C /tmp/before            # the last commit, as the peer:
+    .venv/bin/python bench/telephony_hook.py --peer /tmp/before --peer-label HEAD
+    BENCH_PROFILE=/tmp/prof .venv/bin/python bench/telephony_hook.py   # the hook under cProfile
 
 It starts its own nats-server and two FakeTwilio providers in this process, and the hook (the real
 ``create_service``) in a child process, so the load generator does not share the hook's event loop.
 Scenarios: an open-loop 200 req/s against a provider answering in 0 ms and in 300 ms (overhead =
-latency − provider latency), a closed-loop throughput run, then a primary that hangs or fails with a
-working fallback (worst answer must stay < 3 s, Okta's limit).
+latency − provider latency), a closed-loop throughput run, an overload of 1,000 connections (every
+answer must stay < 3 s: the hook sheds what it cannot serve in time), then a primary that hangs or
+fails with a working fallback (worst answer < 3 s, Okta's limit).
+
+With ``--peer`` a second hook, from another source tree, runs every scenario too — each scenario on
+each hook in turn — and the table puts the figures side by side: before/after on one machine, in one run.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,12 +162,21 @@ async def measured(proc: asyncio.subprocess.Process, scenario: Awaitable[Run]) -
     return run
 
 
-async def start_hook(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+async def start_hook(env: dict[str, str], script: Path = SELF) -> tuple[asyncio.subprocess.Process, str]:
+    """The hook of the tree ``script`` belongs to, in a child process; its URL once it is ready."""
+    # BENCH_PROFILE=<dir>: the hook runs under cProfile, written to <dir>/telephony-hook.prof at stop.
+    profile = (
+        ["-m", "cProfile", "-o", str(Path(p) / "telephony-hook.prof")]
+        if (p := os.environ.get("BENCH_PROFILE")) and script == SELF
+        else []
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(SELF),
+        *profile,
+        str(script),
         "--serve",
         env={**os.environ, **env},
+        cwd=str(script.parents[1]),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -182,14 +198,73 @@ async def stop_hook(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def bench(seconds: float) -> None:
+@dataclass
+class Hook:
+    label: str
+    proc: asyncio.subprocess.Process
+    url: str
+
+
+async def overload(name: str, url: str, connections: int, seconds: float) -> Run:
+    """``connections`` clients, each on its own connection, sending back to back: far beyond capacity."""
+    results: list[tuple[float, str]] = []
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        stop = start + seconds
+
+        async def worker(w: int) -> None:
+            i = w
+            while loop.time() < stop:
+                try:
+                    results.append(await one(session, url, i))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    results.append((10.0, type(exc).__name__))
+                i += connections
+
+        await asyncio.gather(*(worker(w) for w in range(connections)))
+        wall = loop.time() - start
+    return Run(name, [r[0] for r in results], Counter(r[1] for r in results), wall)
+
+
+def summary(rows: list[tuple[str, dict[str, Run], Callable[[Run], float], str, str]], labels: list[str]) -> None:
+    """The issue-17 figures, each hook side by side (same run, same machine), with the target."""
+    head = f"{'figure':<52}" + "".join(f"{label:>14}" for label in labels) + f"{'target':>14}"
+    print(head)
+    for title, runs, figure, unit, target in rows:
+        cells = "".join(f"{figure(runs[label]):>11.2f} {unit:<2}" for label in labels)
+        print(f"{title:<52}{cells}{target:>14}")
+
+
+def cpu_ms(run: Run) -> float:
+    return run.hook_cpu / len(run.latencies) * 1000 if run.latencies else 0.0
+
+
+def overhead_p99(provider_ms: float) -> Callable[[Run], float]:
+    def figure(run: Run) -> float:
+        over = sorted(max(0.0, lat * 1000 - provider_ms) for lat in run.latencies)
+        return over[int(0.99 * (len(over) - 1))]
+
+    return figure
+
+
+def worst_ms(run: Run) -> float:
+    return max(run.latencies) * 1000
+
+
+def rate(run: Run) -> float:
+    return len(run.latencies) / run.wall if run.wall else 0.0
+
+
+async def bench(seconds: float, peer: Path | None, peer_label: str) -> None:
     async with EmbeddedNats() as nats_server:
         primary, fallback = FakeTwilio(), FakeTwilio()
         await primary.start()
         await fallback.start()
         env = {
             "NATS_URL": nats_server.url,
-            "NATS_PREFIX": "bench" + uuid.uuid4().hex[:6],
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
             "TELEPHONY_HOOK_AUTH": HOOK_AUTH,
@@ -206,26 +281,71 @@ async def bench(seconds: float) -> None:
             "TELEPHONY_LIMIT_PER_USER": "1000000",
             "TELEPHONY_HOOK_PORT": "0",
         }
-        proc, url = await start_hook(env)
+        hooks: list[Hook] = []
         try:
-            print(f"hook {url}  nats-server {nats_server.url}  cpus={os.cpu_count()}  python {sys.version.split()[0]}")
-            runs = []
-            primary.latency = 0.0
-            runs.append((await measured(proc, open_loop("200 req/s, provider 0 ms", url, 200, seconds)), 0.0))
-            primary.latency = 0.3
-            runs.append((await measured(proc, open_loop("200 req/s, provider 300 ms", url, 200, seconds)), 300.0))
-            primary.latency = 0.0
-            closed = closed_loop("throughput, 32 clients, provider 0 ms", url, 32, seconds / 2)
-            runs.append((await measured(proc, closed), None))
-            for run, provider_ms in runs:
-                print(run.line(provider_ms))
+            trees = [("this", SELF)] + ([(peer_label, peer / "bench" / SELF.name)] if peer else [])
+            for label, script in trees:
+                proc, url = await start_hook({**env, "NATS_PREFIX": "bench" + uuid.uuid4().hex[:6]}, script)
+                hooks.append(Hook(label, proc, url))
+            print(
+                f"hooks: {', '.join(f'{h.label} {h.url}' for h in hooks)}  nats-server {nats_server.url}  "
+                f"cpus={os.cpu_count()}  python {sys.version.split()[0]}"
+            )
+            labels = [h.label for h in hooks]
+            fast: dict[str, Run] = {}
+            slow: dict[str, Run] = {}
+            closed: dict[str, Run] = {}
+            shed: dict[str, Run] = {}
+            for hook in hooks:  # each scenario on each hook in turn, so both see the same machine
+                primary.latency = 0.0
+                fast[hook.label] = await measured(
+                    hook.proc, open_loop("200 req/s, provider 0 ms", hook.url, 200, seconds)
+                )
+                primary.latency = 0.3
+                slow[hook.label] = await measured(
+                    hook.proc, open_loop("200 req/s, provider 300 ms", hook.url, 200, seconds)
+                )
+                primary.latency = 0.0
+                closed[hook.label] = await measured(
+                    hook.proc, closed_loop("throughput, 32 clients, provider 0 ms", hook.url, 32, seconds / 2)
+                )
+                primary.latency = 0.3
+                shed[hook.label] = await measured(
+                    hook.proc, overload("overload: 1000 connections, provider 300 ms", hook.url, 1000, seconds / 2)
+                )
+                primary.latency = 0.0
+            for hook in hooks:
+                print(f"-- {hook.label}")
+                print(fast[hook.label].line(0.0))
+                print(slow[hook.label].line(300.0))
+                print(closed[hook.label].line())
+                print(shed[hook.label].line() + f"  worst={max(shed[hook.label].latencies) * 1000:.0f} ms")
             print()
+            summary(
+                [
+                    ("hook CPU per request, 200 req/s, provider 0 ms", fast, cpu_ms, "ms", "<= 1.5 ms"),
+                    ("hook CPU per request, 200 req/s, provider 300 ms", slow, cpu_ms, "ms", "<= 1.5 ms"),
+                    ("hook CPU per request, saturated (32 clients)", closed, cpu_ms, "ms", "<= 1.5 ms"),
+                    ("overhead p99, 200 req/s, provider 300 ms", slow, overhead_p99(300.0), "ms", "<= 10 ms"),
+                    ("throughput, one replica, 32 clients", closed, rate, "/s", ">= 500 /s"),
+                    (
+                        "worst answer, 1000 connections (overload)",
+                        shed,
+                        lambda r: max(r.latencies) * 1000,
+                        "ms",
+                        "< 3000 ms",
+                    ),
+                ],
+                labels,
+            )
+            print()
+            hook = hooks[0]
             fallback_runs = []
             primary.hang_next(10_000)
-            fallback_runs.append(await open_loop("primary hangs, fallback works", url, 20, seconds / 2))
+            fallback_runs.append(await open_loop("primary hangs, fallback works", hook.url, 20, seconds / 2))
             primary.release()
             primary.fail_next(status=503, n=10_000)
-            fallback_runs.append(await open_loop("primary 503s, fallback works", url, 200, seconds / 2))
+            fallback_runs.append(await open_loop("primary 503s, fallback works", hook.url, 200, seconds / 2))
             primary.reset()
             for run in fallback_runs:
                 print(run.line() + f"  worst={max(run.latencies) * 1000:.0f} ms (< 3000 ms)")
@@ -234,7 +354,8 @@ async def bench(seconds: float) -> None:
                 "a hung request is never re-sent (PENDING), a 5xx fails over"
             )
         finally:
-            await stop_hook(proc)
+            for hook in hooks:
+                await stop_hook(hook.proc)
             await primary.stop()
             await fallback.stop()
 
@@ -266,12 +387,20 @@ async def serve() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each 200 req/s run")
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        help="another source tree of the project (e.g. the last commit, from `git archive HEAD`): its hook "
+        "runs the same scenarios in the same run, side by side",
+    )
+    parser.add_argument("--peer-label", default="peer", help="the peer's name in the table")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         run_async(serve())  # the hook on the product's event loop (uvloop where installed)
         return
-    asyncio.run(asyncio.wait_for(bench(args.seconds), 240))
+    peer = args.peer.resolve() if args.peer else None
+    asyncio.run(asyncio.wait_for(bench(args.seconds, peer, args.peer_label), 480))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Twilio's error body ``{"code", "message", "more_info", "status"}`` for every ref
     fake.fail_next(status=503, n=2)           # then two 503s
     fake.latency = 0.3                        # every answer 300 ms late
     fake.hang_next()                          # next request never answered until release()/stop()
+    await fake.wait_hanging(1)                # until that many requests are being held
     ...
     assert fake.messages[0]["to"] == "+15551234567"
     await fake.stop()
@@ -103,6 +104,7 @@ class FakeTwilio(FakeService):
         self._hangs = 0
         self._release = asyncio.Event()
         self.hanging = 0  # requests currently held by hang_next
+        self._hanging_changed = asyncio.Condition()
         self.created = _rfc2822(datetime.now(UTC))
         self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create_message)
         self.app.router.add_post("/2010-04-01/Accounts/{sid}/Calls.json", self._create_call)
@@ -127,6 +129,11 @@ class FakeTwilio(FakeService):
         """Hold the next ``n`` requests unanswered until :meth:`release` or :meth:`stop`."""
         self._hangs += n
         self._release.clear()
+
+    async def wait_hanging(self, n: int = 1) -> None:
+        """Return once at least ``n`` requests are being held by :meth:`hang_next`."""
+        async with self._hanging_changed:
+            await self._hanging_changed.wait_for(lambda: self.hanging >= n)
 
     def release(self) -> None:
         """Let every held request finish (with a 503: the provider gave up on it)."""
@@ -159,6 +166,8 @@ class FakeTwilio(FakeService):
         if self._hangs > 0:
             self._hangs -= 1
             self.hanging += 1
+            async with self._hanging_changed:
+                self._hanging_changed.notify_all()
             try:
                 await self._release.wait()
             finally:

@@ -45,6 +45,18 @@ class LimitDecision:
     retry_after: float
 
 
+@dataclass(frozen=True)
+class LimitGrant:
+    """The outcome of :meth:`RateLimiter.hit_many`: the first ``granted`` of the events were counted.
+
+    ``window_left``: seconds until the counter's window ends (when a refused event may be tried again).
+    """
+
+    granted: int
+    count: int
+    window_left: float
+
+
 class RateLimiter:
     def __init__(self, kv: KeyValue, bucket: str, bus: Bus) -> None:
         self.kv = kv
@@ -95,6 +107,37 @@ class RateLimiter:
                 continue
             self._remember(safe, count + 1, reset, revision)
             return LimitDecision(allowed=True, count=count + 1, retry_after=0.0)
+        raise BusError(f"limit counter {key!r} too contended")
+
+    async def hit_many(self, key: str, n: int, limit: int, window: int) -> LimitGrant:
+        """Count up to ``n`` events for ``key`` in one compare-and-swap: as many as the limit leaves room for.
+
+        The same counter (key, value, TTL) as :meth:`hit`, for a caller that gathers the hits of
+        concurrent requests on a hot key (a busy number range) into one write. ``granted`` says how many
+        of the ``n`` were counted; the others are refused.
+        """
+        safe = kv_key(key)
+        now = time.time()
+        current = self._known.pop(safe, None)  # a remembered counter, or a guess that there is none
+        for _ in range(20):
+            if current is None or current[1] <= now:
+                count, reset, revision, ttl = 0, now + window, current[2] if current else 0, float(window)
+            else:
+                count, reset, revision, ttl = current[0], current[1], current[2], current[1] - now
+            if count >= limit:
+                # Within a running window a counter only grows: a count at the limit is final.
+                if current is not None:
+                    self._remember(safe, *current)
+                return LimitGrant(0, count, max(0.0, reset - now))
+            granted = min(n, limit - count)
+            try:
+                written = await self._cas(safe, orjson.dumps({"n": count + granted, "reset": reset}), revision, ttl)
+            except (KeyWrongLastSequenceError, APIError):
+                current = await self._get(safe)  # someone else wrote: read it and go again
+                now = time.time()
+                continue
+            self._remember(safe, count + granted, reset, written)
+            return LimitGrant(granted, count + granted, max(0.0, reset - now))
         raise BusError(f"limit counter {key!r} too contended")
 
     async def _hit_known(self, safe: str, limit: int, window: int) -> LimitDecision | None:

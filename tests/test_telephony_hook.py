@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -650,12 +652,14 @@ async def test_no_secret_in_logs(
 
 
 async def test_health_ready_metrics(hook: TestClient[web.Request, web.Application]) -> None:
-    """/healthz, /readyz and /metrics answer; the metrics carry the hook's counters."""
+    """/healthz and /readyz answer; the hook's counters are in the registry (served on METRICS_PORT only)."""
+    from prometheus_client import REGISTRY, generate_latest
+
     await post(hook, okta_body())
     assert (await hook.get("/healthz")).status == 200
     ready = await hook.get("/readyz")
     assert ready.status == 200 and (await ready.json())["checks"]["nats"] == "ok"
-    metrics = await (await hook.get("/metrics")).text()
+    metrics = generate_latest(REGISTRY).decode()
     assert "helpdesk_telephony_sends_total" in metrics
     assert "helpdesk_telephony_request_seconds_bucket" in metrics
 
@@ -739,3 +743,336 @@ async def test_fuzz_never_5xx(
     answer = orjson.loads(await resp.read())
     if resp.status == 200:
         assert_okta_answer(answer)
+
+
+# -- hostile input: a 4xx, never a 5xx or a traceback ------------------------------------------------
+
+
+async def raw_post(
+    client: TestClient[web.Request, web.Application], path: str, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, bytes]:
+    """POST with header bytes as given (aiohttp's client would refuse non-UTF-8 ones)."""
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    head = [f"POST {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Content-Length: %d" % len(body)]
+    head += [name + b": " + value for name, value in headers]
+    writer.write(b"\r\n".join([*head, b"Connection: close", b"", b""]) + body)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("value", [b"Basic \xff\xfe", b"Bearer \xff.\xfe.\xfd", HOOK_AUTH.encode() + b"\xc3"])
+async def test_non_utf8_authorization_is_401(
+    hook: TestClient[web.Request, web.Application], primary: FakeTwilio, value: bytes
+) -> None:
+    """A non-UTF-8 byte in Authorization is a 401 with the error object, not a 500."""
+    status, body = await raw_post(hook, "/telephony/okta", orjson.dumps(okta_body()), [(b"Authorization", value)])
+    assert status == 401
+    assert "error" in orjson.loads(body)
+    assert primary.calls == []
+
+
+async def test_non_utf8_bearer_token_is_401(
+    oauth_hook: TestClient[web.Request, web.Application], primary: FakeTwilio
+) -> None:
+    """With OAuth configured, a bearer token holding non-UTF-8 bytes is a 401."""
+    status, _ = await raw_post(
+        oauth_hook, "/telephony/okta", orjson.dumps(okta_body()), [(b"Authorization", b"Bearer ey\xff.x.y")]
+    )
+    assert status == 401
+    assert primary.calls == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "expected"),
+    [
+        (b"MessageSid=SM1&MessageStatus=\xff\xfe", [], 400),
+        (b"MessageSid=SM1&MessageStatus=%FF%FE", [], 400),
+        (b"MessageSid=SM1&MessageStatus=sent", [(b"X-Twilio-Signature", b"\xff\xfe==")], 401),
+        (b"\x00\x01\x02", [(b"Content-Type", b"multipart/form-data; boundary=x")], 415),
+    ],
+    ids=["raw-bytes", "percent-encoded", "signature-bytes", "not-a-form"],
+)
+async def test_status_hostile_bodies_are_4xx(
+    hook: TestClient[web.Request, web.Application], body: bytes, headers: list[tuple[bytes, bytes]], expected: int
+) -> None:
+    """A status callback that is not UTF-8, not a form or signed with garbage is a 4xx, never a 5xx."""
+    form_type = [(b"Content-Type", b"application/x-www-form-urlencoded")]
+    status, _ = await raw_post(hook, "/telephony/status", body, headers if expected == 415 else form_type + headers)
+    assert status == expected
+
+
+def es256_token(issuer: FakeIssuer, kid: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": "api://telephony-hook", "exp": now + 300, "scp": ["okta.telephony.hook"]}
+    key = ec.generate_private_key(ec.SECP256R1())
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
+
+
+def hs256_with_public_key(issuer: FakeIssuer, kid: str) -> str:
+    """The classic confusion: HS256, with the RSA public key (PEM) as the HMAC secret."""
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization
+
+    pem = (
+        issuer.keys[kid]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": "api://telephony-hook", "exp": now + 300, "scp": ["okta.telephony.hook"]}
+    signing_input = b64(orjson.dumps({"alg": "HS256", "kid": kid, "typ": "JWT"})) + b"." + b64(orjson.dumps(claims))
+    return (signing_input + b"." + b64(hmac.new(pem, signing_input, hashlib.sha256).digest())).decode()
+
+
+def unsigned_token(issuer: FakeIssuer, kid: str) -> str:
+    import base64
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    claims = {"iss": issuer.issuer, "aud": "api://telephony-hook", "exp": int(time.time()) + 300}
+    return f"{b64(orjson.dumps({'alg': 'none', 'kid': kid}))}.{b64(orjson.dumps(claims))}."
+
+
+@pytest.mark.parametrize(
+    "make_token", [es256_token, hs256_with_public_key, unsigned_token], ids=["es256-rsa-kid", "hs256-pubkey", "none"]
+)
+async def test_jwt_alg_not_fitting_its_key_is_401(
+    oauth_hook: TestClient[web.Request, web.Application],
+    issuer: FakeIssuer,
+    primary: FakeTwilio,
+    make_token: Callable[[FakeIssuer, str], str],
+) -> None:
+    """A token whose header ``alg`` does not fit the key its ``kid`` names is a 401, nothing sent."""
+    token = make_token(issuer, issuer.published[-1])
+    status, answer = await post(oauth_hook, okta_body(), auth=f"Bearer {token}")
+    assert status == 401 and "error" in answer
+    assert primary.calls == []
+
+
+async def test_every_refusal_is_one_json_log_line(
+    hook: TestClient[web.Request, web.Application], oauth_hook: TestClient[web.Request, web.Application]
+) -> None:
+    """Refusals of hostile requests each write JSON lines (undecodable bytes escaped), never a logging error."""
+    import io
+    import logging
+
+    from shared.logging import configure_logging, get_logger
+
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    try:
+        await raw_post(hook, "/telephony/okta", b"{}", [(b"Authorization", b"Basic \xff")])
+        await raw_post(hook, "/telephony/status", b"a=\xff", [(b"Content-Type", b"application/x-www-form-urlencoded")])
+        await raw_post(oauth_hook, "/telephony/okta", b"{}", [(b"Authorization", b"Bearer \xff.\xfe.\xfd")])
+        get_logger("test").warning("telephony.test", header="X-Retry-Num: \udcff\udcfe")  # a raw field too
+        logging.getLogger().handlers[-1].flush()
+    finally:
+        configure_logging("DEBUG", "json")
+    lines = [line for line in stream.getvalue().splitlines() if line.strip()]
+    assert "Logging error" not in stream.getvalue()
+    events = [orjson.loads(line)["event"] for line in lines]
+    assert events.count("telephony.unauthorized") == 2 and "telephony.status.refused" in events
+    assert orjson.loads(lines[-1])["header"] == "X-Retry-Num: \\udcff\\udcfe"
+
+
+# -- rotating the hook's secret --------------------------------------------------------------------
+
+
+async def test_previous_secret_accepted_while_set(make_hook: HookFactory, primary: FakeTwilio) -> None:
+    """TELEPHONY_HOOK_AUTH_PREVIOUS is accepted beside the new secret; once unset, only the new one is."""
+    new = "Basic bmV3LXNlY3JldC12YWx1ZQ=="
+    rotating = await make_hook(telephony_hook_auth=SecretStr(new), telephony_hook_auth_previous=SecretStr(HOOK_AUTH))
+    assert (await post(rotating, okta_body(), auth=HOOK_AUTH))[0] == 200
+    assert (await post(rotating, okta_body(), auth=new))[0] == 200
+    assert (await post(rotating, okta_body(), auth="Basic c29tZXRoaW5nLWVsc2U="))[0] == 401
+    rotated = await make_hook(telephony_hook_auth=SecretStr(new))
+    assert (await post(rotated, okta_body(), auth=HOOK_AUTH))[0] == 401
+    assert (await post(rotated, okta_body(), auth=new))[0] == 200
+    assert len(primary.messages) == 3
+
+
+# -- Okta's retries --------------------------------------------------------------------------------
+
+
+async def test_repeat_while_first_hangs_is_pending(make_hook: HookFactory, primary: FakeTwilio) -> None:
+    """A retry that arrives while the first request hangs at the provider is answered PENDING, not an error."""
+    client = await make_hook(with_fallback=False, telephony_deadline_ms=800)
+    primary.hang_next()
+    body = okta_body()
+    first = asyncio.create_task(post(client, body))
+    await primary.wait_hanging(1)
+    status, again = await post(client, body)
+    assert status == 200 and value_of(again)["status"] == "PENDING"
+    assert value_of((await first)[1])["status"] == "PENDING"
+    assert len(primary.calls) == 1
+
+
+async def test_repeat_of_stale_sending_entry_is_pending(make_hook: HookFactory, bus: Bus, primary: FakeTwilio) -> None:
+    """An eventId left "sending" long ago (its request died) gets PENDING at once, and no send."""
+    from services.telephony_hook.app import EVENTS_BUCKET
+    from services.telephony_hook.ledger import EventLedger
+
+    client = await make_hook()
+    body = okta_body()
+    ledger = EventLedger(await bus.key_value(EVENTS_BUCKET))
+    await ledger.kv.create(ledger.key(body["eventId"]), orjson.dumps({"state": "sending", "at": time.time() - 60}))
+    started = time.monotonic()
+    status, answer = await post(client, body)
+    assert status == 200 and value_of(answer)["status"] == "PENDING"
+    assert time.monotonic() - started < 0.5
+    assert primary.calls == []
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CHILD_HOOK = """
+import asyncio, sys
+from services.telephony_hook.app import create_service
+from shared.bus import Bus
+from shared.logging import configure_logging
+from shared.settings import Settings
+
+async def main():
+    settings = Settings(_env_file=None)
+    configure_logging(settings.log_level, "json")  # stderr: stdout is for the READY line
+    bus = await Bus.connect(settings, name="telephony-hook-child")
+    await bus.ensure_streams()
+    service = create_service(settings, bus)
+    await service.start()
+    print("READY", service.url, flush=True)
+    await asyncio.sleep(120)  # killed long before; a bound if the test dies first
+
+asyncio.run(main())
+"""
+
+
+async def start_child_hook(cfg: Settings, **env: str) -> tuple[asyncio.subprocess.Process, str]:
+    """The hook in its own process (so that it can be killed, or overloaded), on ``cfg``'s NATS and providers."""
+    import os
+    import sys
+
+    values = {
+        "NATS_URL": str(cfg.nats_url),
+        "NATS_PREFIX": cfg.nats_prefix,
+        "LOG_LEVEL": "WARNING",
+        "TELEPHONY_HOOK_AUTH": HOOK_AUTH,
+        "TELEPHONY_PROVIDER_URL": cfg.telephony_provider_url,
+        "TELEPHONY_ACCOUNT_SID": str(cfg.telephony_account_sid),
+        "TELEPHONY_AUTH_TOKEN": cfg.secret("TELEPHONY_AUTH_TOKEN"),
+        "TELEPHONY_FROM": "+14155550000",
+        "TELEPHONY_HOOK_PORT": "0",
+        "HOST": "127.0.0.1",
+        **env,
+    }
+    root = PROJECT_ROOT
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHILD_HOOK,
+        env={**os.environ, **values, "PYTHONPATH": str(root)},
+        cwd=str(root),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line.startswith(b"READY "), line
+    return proc, line.split()[1].decode()
+
+
+async def test_retry_after_hook_killed_mid_send_is_pending(
+    settings: Settings, make_hook: HookFactory, primary: FakeTwilio, fallback: FakeTwilio
+) -> None:
+    """The hook is killed (SIGKILL) while its send is at the provider: Okta's retry, on another replica,
+    gets PENDING — the ledger said "sending" before the send — and the code is not sent again."""
+    import aiohttp
+
+    cfg = hook_settings(settings, primary, None)
+    proc, url = await start_child_hook(cfg)
+    body = okta_body()
+    primary.hang_next()
+    try:
+        async with aiohttp.ClientSession() as session:
+            first = asyncio.create_task(
+                session.post(f"{url}/telephony/okta", data=orjson.dumps(body), headers={"Authorization": HOOK_AUTH})
+            )
+            await primary.wait_hanging(1)
+            proc.kill()
+            await proc.wait()
+            with pytest.raises(aiohttp.ClientError):
+                await first
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    replica = await make_hook()
+    status, answer = await post(replica, body)
+    assert status == 200
+    assert_okta_answer(answer)
+    assert value_of(answer)["status"] == "PENDING"
+    assert len(primary.calls) == 1 and fallback.calls == []
+
+
+# -- overload --------------------------------------------------------------------------------------
+
+
+async def test_overload_sheds_fast_and_answers_within_3s(
+    settings: Settings, primary: FakeTwilio, make_hook: HookFactory
+) -> None:
+    """600 requests at once at a hook in its own process (more than it has provider connections for),
+    provider slow: every answer is a 200 within 3 s; what cannot be served in time gets the error object
+    at once, and no code goes out for a request answered with an error."""
+    import aiohttp
+
+    cfg = hook_settings(settings, primary, None)
+    proc, url = await start_child_hook(
+        cfg, TELEPHONY_LIMIT_PER_NUMBER="100000", TELEPHONY_LIMIT_PER_PREFIX="100000", TELEPHONY_LIMIT_PER_USER="100000"
+    )
+    primary.latency = 1.0
+    results: list[tuple[int, float, dict[str, Any], str]] = []
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+            async def one(i: int) -> None:
+                number = f"+1415555{1000 + i:04d}"
+                body = orjson.dumps(okta_body(phoneNumber=number))
+                started = time.monotonic()
+                async with session.post(
+                    f"{url}/telephony/okta", data=body, headers={"Authorization": HOOK_AUTH}
+                ) as resp:
+                    payload = orjson.loads(await resp.read())
+                results.append((resp.status, time.monotonic() - started, payload, number))
+
+            await asyncio.gather(*(one(i) for i in range(600)))
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert all(status == 200 for status, _, _, _ in results)
+    worst = max(elapsed for _, elapsed, _, _ in results)
+    assert worst < 3.0, worst
+    reasons = Counter(
+        p["error"]["errorCauses"][0]["reason"] if "error" in p else value_of(p)["status"] for _, _, p, _ in results
+    )
+    assert reasons["overloaded"] > 0, reasons
+    shed = sorted(elapsed for _, elapsed, p, _ in results if "error" in p)
+    served = sorted(elapsed for _, elapsed, p, _ in results if "commands" in p)
+    assert shed[len(shed) // 2] < served[len(served) // 2]  # shed at once: they never waited for a provider
+    # No error answer went with a send (Okta would send a second code); PENDING means "may have been sent".
+    sent_to = {m["to"] for m in primary.messages}
+    refused_to = {number for status, _, p, number in results if "error" in p}
+    assert not sent_to & refused_to
+    assert reasons["SUCCESSFUL"] <= len(primary.calls) <= reasons["SUCCESSFUL"] + reasons["PENDING"], reasons

@@ -8,8 +8,9 @@
     await service.stop(); await bus.close()
 
 Routes: ``POST /telephony/okta``, ``POST /telephony/status``, ``GET /healthz``, ``/readyz``, ``/metrics``.
-The HTTP clients, the KV buckets and the background work open and close together in one cleanup
-context; the bus belongs to the caller.
+The HTTP clients (aiohttp for the providers, httpx for the issuer's keys), the KV buckets, the load
+gauge and the background work open and close together in one cleanup context; the bus belongs to the
+caller.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from aiohttp import web
 
 from services.telephony_hook.auth import HookAuth
 from services.telephony_hook.delivery import Dispatcher
-from services.telephony_hook.handlers import EventLedger, TelephonyHook
-from services.telephony_hook.provider import KEEPALIVE_EXPIRY, ProviderClient, ProviderConfig
+from services.telephony_hook.handlers import TelephonyHook, arrival_middleware
+from services.telephony_hook.ledger import EventLedger
+from services.telephony_hook.provider import ProviderClient, ProviderConfig, provider_session
+from services.telephony_hook.velocity import Limits, Velocity
 from shared.bus import Bus
 from shared.http import HttpService, health_routes
 from shared.limits import RateLimiter
@@ -57,16 +60,14 @@ def check_settings(settings: Settings) -> list[ProviderConfig]:
 def create_app(settings: Settings, bus: Bus) -> web.Application:
     """The hook's aiohttp app on a connected ``bus`` (``MissingSetting`` at once if misconfigured)."""
     providers = check_settings(settings)
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[arrival_middleware()])
     app[SETTINGS] = settings
     app[BUS] = bus
 
     async def hook_ctx(app: web.Application) -> AsyncIterator[None]:
-        http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY),
-            headers={"User-Agent": "helpdesk-verify-telephony-hook"},
-        )
-        clients = [ProviderClient(config, http) for config in providers]
+        http = httpx.AsyncClient(headers={"User-Agent": "helpdesk-verify-telephony-hook"})  # the issuer's JWKS
+        sends = provider_session()
+        clients = [ProviderClient(config, sends) for config in providers]
         events = await bus.key_value(EVENTS_BUCKET, ttl=EVENTS_TTL)
         limiter = await RateLimiter.create(bus, LIMITS_BUCKET)
         hook = TelephonyHook(
@@ -74,11 +75,12 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
             auth=HookAuth.from_settings(settings, http),
             dispatcher=Dispatcher(clients),
             ledger=EventLedger(events),
-            limiter=limiter,
+            velocity=Velocity(limiter, Limits.from_settings(settings)),
             bus=bus,
             status_tokens={c.account_sid: c.auth_token.get_secret_value() for c in providers},
         )
         app[HOOK] = hook
+        hook.load.start()
         if hook.auth.verifier is not None:
             try:
                 await hook.auth.verifier.jwks.refresh()  # warm the key cache; a failure is retried per token
@@ -86,7 +88,9 @@ def create_app(settings: Settings, bus: Bus) -> web.Application:
                 log.warning("telephony.jwks.prefetch_failed", error=type(exc).__name__)
         log.info("telephony.ready", providers=[c.name for c in providers])
         yield
+        hook.load.stop()
         await hook.background.drain()
+        await sends.close()
         await http.aclose()
 
     async def okta(request: web.Request) -> web.StreamResponse:

@@ -7,7 +7,8 @@
 Okta authenticates to the hook in one of two ways, configured on the inline hook:
 
 * **header**: Okta sends a fixed header (``TELEPHONY_HOOK_AUTH_HEADER``, default ``Authorization``)
-  whose value must equal ``TELEPHONY_HOOK_AUTH``; compared in constant time.
+  whose value must equal ``TELEPHONY_HOOK_AUTH`` (or, while a secret is being rotated,
+  ``TELEPHONY_HOOK_AUTH_PREVIOUS``); compared in constant time.
 * **OAuth 2.0**: Okta sends ``Authorization: Bearer <JWT>`` from the org's authorization server
   ``TELEPHONY_HOOK_ISSUER``; the signature is checked with the issuer's JWKS (``{issuer}/v1/keys``,
   cached, fetched again when a token names an unknown ``kid``), then ``iss``, ``aud``
@@ -15,6 +16,11 @@ Okta authenticates to the hook in one of two ways, configured on the inline hook
 
 When both are configured either one is accepted. Reasons returned are short labels
 (``missing``, ``mismatch``, ``bad_token`` …); neither the header nor the token ever appears in them.
+
+Everything here is hostile until checked: header values may hold bytes that are not UTF-8 (aiohttp
+hands them over as surrogate escapes), a token's header may name an algorithm its key cannot verify
+(``ES256`` with an RSA ``kid``, ``none``, ``HS256`` with an RSA public key). Each is a refusal with a
+reason, never an exception.
 """
 
 from __future__ import annotations
@@ -40,6 +46,17 @@ from shared.settings import MissingSetting, Settings
 log = get_logger(__name__)
 
 ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"]
+# The key each algorithm needs: JWK ``kty`` and, for EC, the curve.
+KEY_FOR_ALGORITHM: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+}
+MAX_TOKEN_LENGTH = 8192
 
 
 class TokenInvalid(Exception):
@@ -63,6 +80,7 @@ class JwksCache:
         self.url = url
         self._http = http
         self._keys: dict[str, PyJWK] = {}
+        self._algorithms: dict[str, frozenset[str]] = {}  # kid → the algorithms its key can verify
         self._recent: deque[float] = deque()
         self._max_refreshes = max_refreshes
         self._per = per
@@ -79,6 +97,10 @@ class JwksCache:
         if kid not in self._keys:
             raise TokenInvalid("unknown_kid")
         return self._keys[kid]
+
+    def algorithms(self, kid: str) -> frozenset[str]:
+        """The algorithms the key ``kid`` verifies: the JWK's ``alg`` if it names one, else by key type."""
+        return self._algorithms.get(kid, frozenset())
 
     def _may_refresh(self) -> bool:
         now = time.monotonic()
@@ -98,14 +120,24 @@ class JwksCache:
             log.warning("telephony.jwks.fetch_failed", error=type(exc).__name__)
             raise TokenInvalid("jwks_unavailable") from None
         keys: dict[str, PyJWK] = {}
+        algorithms: dict[str, frozenset[str]] = {}
         for entry in document.get("keys", []) if isinstance(document, dict) else []:
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or "kid" not in entry:
                 continue
             try:
-                keys[str(entry["kid"])] = PyJWK(entry)
+                key = PyJWK(entry)
             except (jwt.PyJWTError, ValueError, TypeError):
                 continue
-        self._keys = keys
+            kid = str(entry["kid"])
+            keys[kid] = key
+            algorithms[kid] = frozenset(
+                alg
+                for alg, (kty, curve) in KEY_FOR_ALGORITHM.items()
+                if entry.get("kty") == kty
+                and (curve is None or entry.get("crv") == curve)
+                and entry.get("alg", alg) == alg
+            )
+        self._keys, self._algorithms = keys, algorithms
 
 
 class JwtVerifier:
@@ -119,14 +151,18 @@ class JwtVerifier:
         self.leeway = leeway
 
     async def verify(self, token: str) -> dict[str, Any]:
+        if not token.isascii() or len(token) > MAX_TOKEN_LENGTH:
+            raise TokenInvalid("bad_token")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise TokenInvalid("bad_token") from None
-        kid = header.get("kid")
-        if not isinstance(kid, str) or header.get("alg") not in ALLOWED_ALGORITHMS:
+        kid, alg = header.get("kid"), header.get("alg")
+        if not isinstance(kid, str) or not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise TokenInvalid("bad_token")
         key = await self.jwks.key(kid)
+        if alg not in self.jwks.algorithms(kid):
+            raise TokenInvalid("wrong_algorithm")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -143,7 +179,7 @@ class JwtVerifier:
             raise TokenInvalid("wrong_audience") from None
         except jwt.InvalidIssuerError:
             raise TokenInvalid("wrong_issuer") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise TokenInvalid("bad_signature") from None
         if self.scope and self.scope not in _scopes(claims):
             raise TokenInvalid("missing_scope")
@@ -165,6 +201,7 @@ class HookAuth:
     header_name: str
     header_value: bytes | None
     verifier: JwtVerifier | None
+    previous_value: bytes | None = None  # TELEPHONY_HOOK_AUTH_PREVIOUS, accepted while a secret is rotated
 
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> HookAuth:
@@ -178,7 +215,14 @@ class HookAuth:
             verifier = JwtVerifier(issuer, str(settings.telephony_hook_audience), settings.telephony_hook_scope, jwks)
         if not value and verifier is None:
             raise MissingSetting("TELEPHONY_HOOK_AUTH", "TELEPHONY_HOOK_ISSUER")
-        return cls(settings.telephony_hook_auth_header, value.encode() if value else None, verifier)
+        previous = settings.telephony_hook_auth_previous
+        previous_value = previous.get_secret_value().encode() if previous and previous.get_secret_value() else None
+        return cls(
+            settings.telephony_hook_auth_header,
+            value.encode() if value else None,
+            verifier,
+            previous_value if value else None,
+        )
 
     async def check(self, headers: Mapping[str, str]) -> str | None:
         """``None`` if the request is authenticated, else the reason it is not."""
@@ -186,7 +230,11 @@ class HookAuth:
         if self.header_value is not None:
             presented = headers.get(self.header_name)
             if presented is not None:
-                if hmac.compare_digest(presented.encode(), self.header_value):
+                # The bytes as received: a value that is not UTF-8 compares (and fails) like any other.
+                raw = presented.encode("utf-8", "surrogateescape")
+                current = hmac.compare_digest(raw, self.header_value)
+                previous = self.previous_value is not None and hmac.compare_digest(raw, self.previous_value)
+                if current or previous:
                     return None
                 reason = "mismatch"
         if self.verifier is not None:
@@ -203,12 +251,15 @@ class HookAuth:
 def twilio_signature(url: str, params: Iterable[tuple[str, str]], token: str) -> str:
     """Twilio's ``X-Twilio-Signature``: base64(HMAC-SHA1(token, url + each name+value, sorted by name))."""
     payload = url + "".join(f"{k}{v}" for k, v in sorted(params, key=lambda kv: (kv[0], kv[1])))
-    digest = hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()
+    # surrogatepass: a URL or value built from undecodable bytes hashes (and fails) instead of raising
+    digest = hmac.new(token.encode(), payload.encode("utf-8", "surrogatepass"), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
 def valid_twilio_signature(url: str, params: Iterable[tuple[str, str]], token: str, signature: str) -> bool:
     """Constant-time check of ``signature``; the URL is tried with and without its default port."""
+    if not signature.isascii():
+        return False  # a base64 signature is ASCII; anything else (even undecodable bytes) is wrong
     pairs = list(params)
     expected = signature.encode()
     return any(

@@ -8,12 +8,16 @@
 A number is refused (:class:`NumberRefused`, with a machine ``reason``) when it does not parse, is not a
 valid number, is premium-rate, shared-cost, toll-free or otherwise not a person's line, or belongs to a
 country outside ``TELEPHONY_ALLOWED_COUNTRIES`` (when that list is set).
+
+Parsing and classifying a number costs ~0.3 ms of phonenumbers' regular expressions: the outcome for
+each (number, region, allowed countries) is kept in a bounded cache, refusals included.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
@@ -28,6 +32,7 @@ REFUSED_TYPES: dict[int, str] = {
     PhoneNumberType.PAGER: "pager",
 }
 MAX_RAW_LENGTH = 32
+CACHE_SIZE = 16_384  # numbers remembered (a few MB at most)
 
 
 class NumberRefused(ValueError):
@@ -72,6 +77,21 @@ def mask(number: str) -> str:
 
 def normalize(raw: str, default_region: str = "US", allowed_countries: Collection[str] = ()) -> Destination:
     """Parse ``raw`` (with or without ``+``) to a :class:`Destination`, or raise :class:`NumberRefused`."""
+    outcome = _normalize_cached(raw, default_region, frozenset(c.upper() for c in allowed_countries))
+    if isinstance(outcome, NumberRefused):
+        raise NumberRefused(outcome.reason, outcome.summary, outcome.region)
+    return outcome
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _normalize_cached(raw: str, default_region: str, allowed: frozenset[str]) -> Destination | NumberRefused:
+    try:
+        return _normalize(raw, default_region, allowed)
+    except NumberRefused as refused:
+        return NumberRefused(refused.reason, refused.summary, refused.region)  # never raised: no traceback kept
+
+
+def _normalize(raw: str, default_region: str, allowed: frozenset[str]) -> Destination:
     text = raw.strip()
     if not text or len(text) > MAX_RAW_LENGTH:
         raise NumberRefused("invalid_number", "The phone number is empty or too long")
@@ -86,7 +106,6 @@ def normalize(raw: str, default_region: str = "US", allowed_countries: Collectio
     if number_type in REFUSED_TYPES:
         kind = REFUSED_TYPES[number_type]
         raise NumberRefused(kind, f"The phone number is a {kind.replace('_', '-')} number", region)
-    allowed = {c.upper() for c in allowed_countries}
     if allowed and region not in allowed:
         raise NumberRefused("country_not_allowed", f"Sending to country {region} is not allowed", region)
     national = str(number.national_number)

@@ -1,11 +1,11 @@
-"""ProviderClient: one Twilio-compatible account (Twilio, SignalWire LaML …) over one httpx client.
+"""ProviderClient: one Twilio-compatible account (Twilio, SignalWire LaML …) over one aiohttp session.
 
     client = ProviderClient(ProviderConfig.primary(settings))
     sent = await client.send_sms("+14155552671", "Your code is 123456", budget=1.5)
     sent.sid                                   # "SM…"
     await client.aclose()
 
-Errors — every httpx error and every provider error body becomes one of these, here and only here::
+Errors — every aiohttp error and every provider error body becomes one of these, here and only here::
 
     ProviderError                      base; .provider, .maybe_sent
     ├── ProviderRejected               a 4xx with the provider's error .code (21211, 21610, 20429 …)
@@ -15,24 +15,28 @@ Errors — every httpx error and every provider error body becomes one of these,
 ``maybe_sent`` is the one fact the caller must respect: Twilio has no idempotency key, so a request
 that went out and was not answered may still be delivered and must never be sent again.
 No error text holds the auth token, the message body or the full number.
+
+The client is aiohttp's, not httpx: httpcore scans every pooled connection (a ``poll()`` each) on every
+request, which cost the hook more CPU than everything else together under load (issue 17).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 import orjson
 from pydantic import SecretStr
 
 from shared.settings import Settings
 
 CONNECT_TIMEOUT = 1.0  # seconds; a provider that does not accept a connection by then is down
-# httpcore checks every idle pooled connection (a poll() each) twice per request: idle connections left
-# over from a burst cost CPU on every request until they expire, so they expire soon (httpx's default).
-KEEPALIVE_EXPIRY = 5.0
+KEEPALIVE_EXPIRY = 15.0  # seconds an idle pooled connection is kept (aiohttp's default)
+MAX_CONNECTIONS = 256  # to all providers together
 RETRYABLE_CODES = frozenset({20429})  # "too many concurrent requests": never processed, safe to retry
 
 
@@ -164,21 +168,34 @@ class Sent:
     status: str
 
 
+def provider_session() -> aiohttp.ClientSession:
+    """The one HTTP session the providers share (open it inside a running event loop, close it at stop)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_EXPIRY),
+        headers={"User-Agent": "helpdesk-verify-telephony-hook"},
+        skip_auto_headers=("Accept-Encoding",),
+    )
+
+
 class ProviderClient:
     """Messages.json and Calls.json of one Twilio-compatible account."""
 
-    def __init__(self, config: ProviderConfig, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: ProviderConfig, http: aiohttp.ClientSession | None = None) -> None:
         self.config = config
         self.name = config.name
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY),
-            headers={"User-Agent": "helpdesk-verify-telephony-hook"},
-        )
+        self._http = http
         base = f"{config.url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}"
         self._messages_url = f"{base}/Messages.json"
         self._calls_url = f"{base}/Calls.json"
-        self._auth = httpx.BasicAuth(config.account_sid, config.auth_token.get_secret_value())
+        credentials = f"{config.account_sid}:{config.auth_token.get_secret_value()}".encode()
+        self._headers = {
+            "Authorization": "Basic " + base64.b64encode(credentials).decode(),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    def __repr__(self) -> str:
+        return f"ProviderClient({self.name!r})"
 
     async def send_sms(self, to: str, body: str, budget: float, status_callback: str | None = None) -> Sent:
         """Create a Message (``To``, ``From``, ``Body``) within ``budget`` seconds."""
@@ -196,31 +213,36 @@ class ProviderClient:
         return await self._create(self._calls_url, form, budget)
 
     async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
+        if self._own_http and self._http is not None:
+            await self._http.close()
 
     async def _create(self, url: str, form: dict[str, str], budget: float) -> Sent:
-        limits = httpx.Timeout(budget, connect=min(budget, CONNECT_TIMEOUT), pool=min(budget, CONNECT_TIMEOUT))
+        if self._http is None:
+            self._http = provider_session()
+        # ``connect`` covers waiting for a pooled connection and opening one: expiring there, nothing
+        # was sent. Any later expiry (``total``) may follow a request the provider received.
+        timeout = aiohttp.ClientTimeout(total=budget, connect=min(budget, CONNECT_TIMEOUT))
         try:
-            # The outer bound covers what httpx's per-operation timeouts do not (a slow trickle).
+            # The outer bound covers what the client's own timeouts might not.
             async with asyncio.timeout(budget + 0.05):
-                response = await self._http.post(url, data=form, auth=self._auth, timeout=limits)
-        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+                async with self._http.post(
+                    url, data=urlencode(form).encode(), headers=self._headers, timeout=timeout, allow_redirects=False
+                ) as response:
+                    return self._interpret(response.status, await response.read())
+        except aiohttp.ConnectionTimeoutError:
             raise ProviderTimeout(self.name, maybe_sent=False) from None
-        except (httpx.ReadTimeout, httpx.WriteTimeout, TimeoutError):
+        except TimeoutError:
             raise ProviderTimeout(self.name, maybe_sent=True) from None
-        except httpx.ConnectError as exc:
+        except aiohttp.ClientConnectorError as exc:
             raise ProviderUnavailable(
                 self.name, f"connection failed ({type(exc).__name__})", connect_failed=True
             ) from None
-        except httpx.TransportError as exc:
-            # Read/protocol errors happen after the request was written: it may have been processed.
+        except (aiohttp.ClientError, OSError) as exc:
+            # Disconnects and protocol errors happen after the request was written: it may have been processed.
             raise ProviderUnavailable(self.name, f"connection broke ({type(exc).__name__})", maybe_sent=True) from None
-        return self._interpret(response)
 
-    def _interpret(self, response: httpx.Response) -> Sent:
-        payload = _json_object(response.content)
-        status = response.status_code
+    def _interpret(self, status: int, content: bytes) -> Sent:
+        payload = _json_object(content)
         if 200 <= status < 300:
             sid, state = payload.get("sid"), payload.get("status")
             if not isinstance(sid, str) or not sid:
