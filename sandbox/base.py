@@ -10,6 +10,7 @@ await fake.stop()
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -83,14 +84,15 @@ class FakeService:
 
         return await asyncio.wait_for(_wait(), timeout)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve on ``host:port`` (0: a free port), over TLS with ``ssl_context``; returns the base URL."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr,attr-defined]
         bound_port = sockets[0].getsockname()[1] if sockets else port
-        self.url = f"http://{host}:{bound_port}"
+        self.url = f"{'https' if ssl_context else 'http'}://{host}:{bound_port}"
         return self.url
 
     async def stop(self) -> None:
