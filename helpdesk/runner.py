@@ -1,8 +1,15 @@
 """Run one or several services in this process, each with its own NATS connection.
 
-``NATS_URL`` unset → an embedded nats-server (JetStream, state under ``NATS_STORE_DIR`` or a temp
-dir) is started first and stopped last. SIGINT/SIGTERM stop the services in reverse order: ingress
-first (stop accepting), then workers finish in-flight messages, then NATS connections drain.
+``embedded=True`` (``helpdesk run``) and ``NATS_URL`` unset → an embedded nats-server (JetStream,
+state under ``NATS_STORE_DIR`` or a temp dir) is started first and stopped last; a single service
+(``embedded=False``) without ``NATS_URL`` is a :class:`MissingSetting`. ``optional=True`` skips a
+service whose settings are absent, saying why, instead of refusing to start. SIGINT/SIGTERM stop the
+services in reverse order: ingress first (stop accepting), then workers finish in-flight messages,
+then NATS connections drain.
+
+Each service declares only the streams it publishes into (``OWNED_STREAMS``): with the
+least-privilege NATS users of ``deploy/nats/`` it may create nothing else; a consumer whose stream
+is not there yet waits for it.
 
     async with ServiceGroup(settings, ["gateway", "okta-worker"]) as group:
         await group.wait_for_signal()
@@ -20,11 +27,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from shared.bus import Bus
+from shared.bus import AUDIT_STREAM, CASE_STREAM, CMD_STREAM, JOB_STREAM, NOTIFY_STREAM, Bus, StreamSpec
 from shared.http import HttpService, health_routes
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_url
 from shared.natsserver import EmbeddedNats
-from shared.settings import Settings
+from shared.settings import MissingSetting, Settings
 
 log = get_logger(__name__)
 
@@ -44,6 +51,18 @@ SERVICES: dict[str, str] = {
     "gateway": "services.gateway.app",
 }
 ALL = list(SERVICES)
+# Beside the case path, off the core four: ticket notes and the audit webhook (skipped by `run` unless set).
+SERVICES["audit-sink"] = "services.audit_sink.app"
+
+# The streams each service declares (creates, updates, re-creates after a server restart): those it
+# publishes into. Its NATS user may manage these and no other (deploy/nats/nats-server.conf).
+OWNED_STREAMS: dict[str, tuple[StreamSpec, ...]] = {
+    "gateway": (CMD_STREAM,),
+    "okta-worker": (JOB_STREAM, CASE_STREAM, NOTIFY_STREAM, AUDIT_STREAM),
+    "slack-responder": (),
+    "telephony-hook": (AUDIT_STREAM,),
+    "audit-sink": (AUDIT_STREAM,),  # ticket.note_failed
+}
 
 
 def create_service(name: str, settings: Settings, bus: Bus) -> Service:
@@ -53,15 +72,20 @@ def create_service(name: str, settings: Settings, bus: Bus) -> Service:
 
 
 class ServiceGroup:
-    def __init__(self, settings: Settings, names: list[str]) -> None:
+    def __init__(self, settings: Settings, names: list[str], *, embedded: bool = True, optional: bool = False) -> None:
         self.settings = settings
         self.names = names
+        self.embedded = embedded
+        self.optional = optional
         self.nats: EmbeddedNats | None = None
         self.buses: list[Bus] = []
         self.services: list[tuple[str, Service]] = []
+        self.skipped: dict[str, MissingSetting] = {}  # service → why it was not started (optional=True)
 
     async def start(self) -> None:
         if not self.settings.nats_url:
+            if not self.embedded:
+                raise MissingSetting("NATS_URL")
             self.nats = EmbeddedNats(store_dir=self.settings.nats_store_dir)
             await self.nats.start()
             self.settings = self.settings.model_copy(update={"nats_url": self.nats.url})
@@ -69,11 +93,22 @@ class ServiceGroup:
             for name in self.names:
                 bus = await Bus.connect(self.settings, name=name)
                 self.buses.append(bus)
-                await bus.ensure_streams()
-                service = create_service(name, self.settings, bus)
+                try:
+                    service = create_service(name, self.settings, bus)
+                except MissingSetting as exc:
+                    if not self.optional:
+                        raise
+                    self.buses.remove(bus)
+                    await bus.close()
+                    self.skipped[name] = exc
+                    log.warning("service.skipped", service=name, missing=list(exc.names), reason=str(exc))
+                    continue
+                await bus.ensure_streams(OWNED_STREAMS[name])
                 await service.start()
                 self.services.append((name, service))
                 log.info("service.started", service=name)
+            if self.names and not self.services:
+                raise MissingSetting(*dict.fromkeys(n for exc in self.skipped.values() for n in exc.names))
             if self.settings.metrics_port is not None and not HTTP_SERVICES & set(self.names):
                 probe = self._probe_service()
                 await probe.start()
@@ -153,8 +188,13 @@ class ServiceGroup:
 
 
 def service_names(arg: str) -> list[str]:
-    return ALL if arg == "run" else [arg]
+    return ["audit-sink", *ALL] if arg == "run" else [arg]
 
 
 def describe(group: ServiceGroup) -> dict[str, Any]:
-    return {"services": [n for n, _ in group.services], "nats": group.settings.nats_url}
+    """What the ``helpdesk.ready`` line says: the services running, those skipped, NATS (no credentials)."""
+    return {
+        "services": [n for n, _ in group.services],
+        "skipped": sorted(group.skipped),
+        "nats": redact_url(group.settings.nats_url or ""),
+    }

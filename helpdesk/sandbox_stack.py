@@ -20,6 +20,7 @@ from sandbox.okta import FakeOkta
 from sandbox.slack import APPROVALS_CHANNEL_ID, AUDIT_CHANNEL_ID, SECURITY_CHANNEL_ID, FakeSlack
 from sandbox.telephony import FakeTwilio
 from shared.natsserver import EmbeddedNats, free_port
+from shared.observability import OpsEndpoint
 from shared.settings import Settings
 
 # Slack's published example secret: the demo signs its requests like Slack with it.
@@ -48,6 +49,7 @@ class SandboxStack:
         self.twilio = FakeTwilio()
         self.fallback = FakeTwilio()
         self.group: ServiceGroup | None = None
+        self.ops: OpsEndpoint | None = None
         self.settings: Settings | None = None
 
     @property
@@ -98,13 +100,20 @@ class SandboxStack:
         }
         values.update(self._overrides)
         self.settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-        self.group = ServiceGroup(self.settings, self._names)
+        # METRICS_PORT is served by an OpsEndpoint beside the group, as `helpdesk <service>` does.
+        self.group = ServiceGroup(self.settings.model_copy(update={"metrics_port": None}), self._names)
+        if self.settings.metrics_port is not None:
+            self.ops = OpsEndpoint(self.group, self.settings.host, self.settings.metrics_port)
+            await self.ops.start()
         await self.group.start()
 
     async def stop(self) -> None:
         if self.group is not None:
             await self.group.stop()
             self.group = None
+        if self.ops is not None:
+            await self.ops.stop()
+            self.ops = None
         for fake in (self.fallback, self.twilio, self.slack, self.okta):
             await fake.stop()
         if self.nats is not None:

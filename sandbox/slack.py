@@ -19,8 +19,12 @@ rate-limited) and keeps what it was sent, so tests can assert on views, messages
 
 Methods served: ``auth.test``, ``views.open``, ``views.push``, ``views.update``, ``views.publish``,
 ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``users.info``,
-``users.lookupByEmail``, ``conversations.open``. A DM is the channel ``D…`` that ``conversations.open``
-gives for a user (the same id every time; posting to the user id lands there too):
+``users.lookupByEmail``, ``conversations.open``, ``conversations.info`` (``is_member``: the bot is in
+every channel of ``add_channel`` until ``leave_channel``) and ``apps.connections.open`` (the app-level
+token ``app_token`` only, as Slack). Every answer to the bot token carries ``X-OAuth-Scopes`` with
+``scopes`` (what the install granted; a test removes one to see ``helpdesk check`` notice).
+A DM is the channel ``D…`` that ``conversations.open`` gives for a user (the same id every time;
+posting to the user id lands there too):
 
     dm = (await client.conversations_open(users=EMPLOYEE_USER_ID))["channel"]["id"]
     await client.chat_postMessage(channel=dm, text="hi", blocks=[...])
@@ -85,6 +89,19 @@ SECURITY_CHANNEL_ID = "C0SECURTY"
 SECURITY_CHANNEL_NAME = "security-alerts"
 
 DEFAULT_BOT_TOKEN = "xoxb-sandbox-0000000000-helpdesk"
+DEFAULT_APP_TOKEN = "xapp-1-A0HELPDESK-0000000000-sandbox"
+# What installing the app from `helpdesk manifest` grants the bot.
+DEFAULT_SCOPES = (
+    "commands",
+    "chat:write",
+    "im:write",
+    "users:read",
+    "users:read.email",
+    "channels:read",
+    "groups:read",
+    "app_mentions:read",
+    "im:history",
+)
 
 MODAL_TEXT_LIMIT = 24
 MAX_VIEW_BLOCKS = 100
@@ -175,6 +192,9 @@ class FakeSlack(FakeService):
     ) -> None:
         super().__init__()
         self.bot_token = bot_token
+        self.app_token = DEFAULT_APP_TOKEN
+        self.scopes: list[str] = list(DEFAULT_SCOPES)
+        self.left_channels: set[str] = set()
         self.clock = clock
         self.expire_trigger_after = expire_trigger_after
         self.team_id = TEAM_ID
@@ -216,6 +236,7 @@ class FakeSlack(FakeService):
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
             "conversations.open": self._conversations_open,
+            "conversations.info": self._conversations_info,
             "functions.completeSuccess": self._functions_complete_success,
             "functions.completeError": self._functions_complete_error,
         }
@@ -338,6 +359,10 @@ class FakeSlack(FakeService):
         """Add a channel the bot is a member of (``chat.*`` accept its id, ``name`` or ``#name``)."""
         self.channels.setdefault(channel_id, _Channel(id=channel_id, name=name))
 
+    def leave_channel(self, channel_id: str) -> None:
+        """The bot is no longer in ``channel_id``: ``conversations.info`` says ``is_member: false``."""
+        self.left_channels.add(channel_id)
+
     # ------------------------------------------------------------------ helpers for tests and demo
 
     def last_view_for(self, key: str) -> dict[str, Any] | None:
@@ -433,10 +458,12 @@ class FakeSlack(FakeService):
             return _slack_error(failure.error, failure.messages)
         self.api_log.append((method, args))
         handler = self._methods.get(method)
-        if handler is None:
+        if handler is None and method != "apps.connections.open":
             return json_response({"ok": False, "error": "unknown_method"}, status=404)
         if not token:
             return _slack_error("not_authed")
+        if method == "apps.connections.open":
+            return self._apps_connections_open(token)
         if token != self.bot_token:
             return _slack_error("invalid_auth")
         injected = self._take_injected(method)
@@ -448,10 +475,20 @@ class FakeSlack(FakeService):
                     headers={"Retry-After": str(injected.retry_after)},
                 )
             return _slack_error(injected.error)
+        assert handler is not None
         try:
-            return await handler(args)
+            response = await handler(args)
         except SlackApiFailure as failure:
-            return _slack_error(failure.error, failure.messages)
+            response = _slack_error(failure.error, failure.messages)
+        response.headers["X-OAuth-Scopes"] = ",".join(self.scopes)
+        return response
+
+    def _apps_connections_open(self, token: str) -> web.Response:
+        if token == self.bot_token:
+            return _slack_error("not_allowed_token_type")
+        if token != self.app_token:
+            return _slack_error("invalid_auth")
+        return _ok(url=f"wss://wss-primary.slack.com/link/?ticket={secrets.token_hex(16)}&app_id={APP_ID}")
 
     def _take_injected(self, method: str) -> _Injected | None:
         queue = self._injected.get(method)
@@ -527,6 +564,22 @@ class FakeSlack(FakeService):
         return _ok(user=copy.deepcopy(user))
 
     # ------------------------------------------------------------------ conversations
+
+    async def _conversations_info(self, args: Args) -> web.Response:
+        if not {"channels:read", "groups:read"} & set(self.scopes):
+            raise SlackApiFailure("missing_scope")
+        channel = self.channels.get(str(args.get("channel", "")))
+        if channel is None:
+            raise SlackApiFailure("channel_not_found")
+        return _ok(
+            channel={
+                "id": channel.id,
+                "name": channel.name,
+                "is_channel": not channel.is_im,
+                "is_im": channel.is_im,
+                "is_member": channel.id not in self.left_channels,
+            }
+        )
 
     async def _conversations_open(self, args: Args) -> web.Response:
         """A DM with one user (``D…``, the same id every time) or a group DM with several (``G…``)."""

@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
@@ -52,7 +54,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
-from shared.logging import get_logger, new_unit_of_work
+from shared.logging import get_logger, new_unit_of_work, redact_url
 from shared.messages import CASE_ID_HEADER, TYPE_HEADER, BadMessage, Message, decode
 from shared.settings import Settings
 
@@ -118,6 +120,7 @@ MEMORY_HOW = "allow memory storage on the nats-server (NATS Helm chart: config.j
 RESTORE_ATTEMPTS = 20  # after a reconnect, JetStream may answer "unavailable" for a moment
 PULL_EXPIRES = 1.0  # seconds a pull request stays open on the server (then a 408 ends it)
 PULL_SILENCE = 1.5  # seconds without a word on an open pull: it was lost (a reconnect), ask again
+INBOX_ROOT = "_INBOX"  # a service's inboxes: _INBOX.<service>.…
 JS_API = "$JS.API"  # the JetStream API prefix (nats-py's default, which the bus uses)
 KV_STREAM = "KV_{bucket}"  # the stream behind a KV bucket, as every NATS client names it
 
@@ -162,10 +165,15 @@ class Bus:
     async def connect(
         cls, settings: Settings, name: str, connect_timeout: float = 2.0, initial_attempts: int = 3
     ) -> Bus:
-        settings.require("NATS_URL")
-        assert settings.nats_url is not None
+        """Connect as ``name`` with the NATS credentials and TLS of ``settings``.
+
+        ``BusUnavailable`` names the server URLs without their userinfo, never a credential.
+        """
+        options = connect_options(settings, name)
+        shown = redact_url(",".join(options["servers"]))
         clog = log.bind(service=name)
         bus: list[Bus] = []  # the Bus made below, for the callbacks
+        first_error: list[str] = []  # why the first connect failed (nats-py tells error_cb only)
 
         async def disconnected() -> None:
             clog.warning("nats.disconnected")
@@ -176,15 +184,17 @@ class Bus:
                 bus[0].restore_in_background()
 
         async def error(exc: Exception) -> None:
-            clog.warning("nats.error", error=str(exc))
+            text = redact_url(str(exc) or type(exc).__name__)
+            if not bus and not first_error:  # the cause; a reset of the refused connection follows
+                first_error.append(text)
+            clog.warning("nats.error", error=text)
 
         async def closed() -> None:
             clog.info("nats.closed")
 
         try:
             nc = await nats.connect(
-                settings.nats_url,
-                name=name,
+                **options,
                 connect_timeout=connect_timeout,
                 max_reconnect_attempts=initial_attempts,
                 reconnect_time_wait=0.5,
@@ -195,7 +205,8 @@ class Bus:
                 drain_timeout=5,
             )
         except Exception as exc:  # nats raises several types for an unreachable server
-            raise BusUnavailable(f"cannot connect to NATS at {settings.nats_url}: {type(exc).__name__}") from None
+            why = type(exc).__name__ + (f" ({first_error[0]})" if first_error else "")
+            raise BusUnavailable(f"cannot connect to NATS at {shown}: {why}") from None
         # Starting fails fast and clearly; once up, a service waits for NATS to come back, forever.
         # (nats-py reads this option on every reconnect; -1 at connect time would retry the first connect forever.)
         nc.options["max_reconnect_attempts"] = -1
@@ -297,9 +308,10 @@ class Bus:
             log.warning("bus.memory_refused", storage="file", how=MEMORY_HOW, **where)
             return await create(replace(config, storage=StorageType.FILE))
 
-    async def streams_present(self) -> bool:
+    async def streams_present(self, specs: tuple[StreamSpec, ...] | None = None) -> bool:
+        """Whether ``specs`` exist (default: the streams this process declared, else all of them)."""
         try:
-            for spec in STREAMS:
+            for spec in specs or tuple(self._streams.values()) or STREAMS:
                 await self.js.stream_info(self.stream_name(spec.name))
         except Exception:
             return False
@@ -484,6 +496,50 @@ class Bus:
         return sub
 
 
+def connect_options(settings: Settings, name: str) -> dict[str, Any]:
+    """nats-py ``connect`` keywords for ``settings``: the servers, credentials, TLS and inbox prefix.
+
+    Each service's replies and pulled messages arrive under ``_INBOX.<name>.``, so that its NATS user
+    may subscribe to its own inboxes only (deploy/nats/nats-server.conf).
+    """
+    settings.require("NATS_URL")
+    servers = settings.nats_servers()
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": name,
+        "inbox_prefix": f"{INBOX_ROOT}.{_NAME_OK.sub('_', name)}",
+    }
+    if settings.nats_creds is not None:
+        options["user_credentials"] = str(settings.nats_creds)
+    if settings.nats_nkey_seed is not None:
+        options["nkeys_seed_str"] = _read("NATS_NKEY_SEED", settings.nats_nkey_seed).strip()
+    if settings.nats_user or settings.nats_password is not None:
+        settings.require("NATS_USER", "NATS_PASSWORD")
+        options["user"] = settings.nats_user
+        options["password"] = settings.secret("NATS_PASSWORD")
+    if settings.nats_token is not None:
+        options["token"] = settings.secret("NATS_TOKEN")
+    if settings.nats_tls_cert is not None or settings.nats_tls_key is not None:
+        settings.require("NATS_TLS_CERT", "NATS_TLS_KEY")
+    wants_tls = any(url.startswith("tls://") for url in servers)
+    if wants_tls or settings.nats_tls_ca is not None or settings.nats_tls_cert is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(settings.nats_tls_ca) if settings.nats_tls_ca else None)
+            if settings.nats_tls_cert is not None and settings.nats_tls_key is not None:
+                context.load_cert_chain(str(settings.nats_tls_cert), str(settings.nats_tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise BusError(f"NATS_TLS_CA/CERT/KEY: cannot load the TLS files ({exc.strerror or exc})") from None
+        options["tls"] = context
+    return options
+
+
+def _read(setting: str, path: Path) -> str:
+    try:
+        return path.expanduser().read_text()
+    except OSError as exc:
+        raise BusError(f"{setting}: cannot read {path} ({exc.strerror})") from None
+
+
 async def kv_read(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
     """The value and revision of ``key``, or None when it is absent.
 
@@ -542,14 +598,19 @@ class Subscription:
         self.log = log.bind(consumer=durable, stream=stream)
 
     async def start(self) -> None:
-        await self._subscribe()
+        try:
+            await self._subscribe()
+        except NotFoundError:
+            # The stream is declared by the service that publishes into it (deploy/nats/README.md),
+            # which may start after us: pull anyway, the loop declares the durable once it is there.
+            self.log.warning("bus.stream.waiting", how="start the service that publishes into it")
         self._loop_task = asyncio.create_task(self._run(), name=f"consume:{self.durable}")
 
     async def _subscribe(self) -> None:
-        # Create or update the durable, so a changed limit (max_ack_pending…) takes effect.
-        await self.bus.js.add_consumer(self.stream, self.config)
         if self._inbox is None:
             self._inbox = await self.bus.nc.subscribe(self.bus.nc.new_inbox(), cb=self._arrived)
+        # Create or update the durable, so a changed limit (max_ack_pending…) takes effect.
+        await self.bus.js.add_consumer(self.stream, self.config)
 
     async def _pull(self, batch: int) -> None:
         """Ask the consumer for up to ``batch`` messages, each sent to the inbox as soon as it is there."""

@@ -1,7 +1,7 @@
-"""HTTP plumbing shared by the gateway and the telephony hook: start/stop, health and metrics routes.
+"""HTTP plumbing shared by the gateway and the telephony hook: start/stop, health routes.
 
 app = web.Application()
-health_routes(app, ready=check_ready)        # GET /healthz, /readyz, /metrics
+health_routes(app, ready=check_ready)        # GET /healthz, /readyz
 service = HttpService("gateway", app, settings.host, settings.gateway_port)
 await service.start(); ...; await service.stop()
 """
@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from shared.logging import get_logger
 
@@ -29,12 +28,10 @@ def health_routes(app: web.Application, ready: ReadyCheck) -> None:
         ok, checks = await ready()
         return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    # No /metrics here: it is served on METRICS_PORT only (shared/observability.py), never on a
+    # public port that the Ingress or Slack and Okta reach.
 
 
 class HttpService:

@@ -61,11 +61,33 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)(SSWS|Bearer|DPoP|Basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
 ]
+# The userinfo of a URL (``nats://user:password@host``, ``nats://TOKEN@host``).
+_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` (or a comma list of URLs) without userinfo: what a log line, an error or ``check`` may show.
+
+    >>> redact_url("nats://svc:s3cret@nats-1:4222,tls://tok@nats-2:4222")
+    'nats://[redacted]@nats-1:4222,tls://[redacted]@nats-2:4222'
+    """
+    return _USERINFO.sub(f"{REDACTED}@", url)
 
 
 def _scrub_text(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(REDACTED, text)
+    text = redact_url(text)
+    return text if text.isascii() else _writable(text)
+
+
+def _writable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (undecodable header bytes arrive as lone surrogates) escaped,
+    so that the JSON renderer can always write the line (instead of stdlib's "--- Logging error ---")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
 
 

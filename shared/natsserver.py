@@ -4,6 +4,12 @@ Used when ``NATS_URL`` is unset (``helpdesk run``/``demo``), by the tests and by
 
     async with EmbeddedNats() as server:
         nc = await nats.connect(server.url)
+
+A server from an operator's config file (users, permissions, TLS, the JetStream store; ``$VAR``
+values read from ``env``), on a free loopback port (the command line's address and ports win over the
+file's)::
+
+    server = EmbeddedNats(config_file=Path("deploy/nats/nats-server.conf"), env={...}, scheme="tls")
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import shutil
 import socket
 import sysconfig
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -50,10 +57,23 @@ class EmbeddedNats:
     """One nats-server process on loopback; ``restart()`` keeps its port and JetStream store."""
 
     def __init__(
-        self, store_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None, config: str = ""
+        self,
+        store_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        config: str = "",
+        *,
+        config_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        scheme: str = "nats",
+        log_file: Path | None = None,
     ) -> None:
         self.host = host
         self.config = config  # extra server configuration (e.g. ``jetstream { max_memory_store: 0 }``)
+        self.config_file = config_file  # a whole server config (e.g. deploy/nats/nats-server.conf)
+        self.env = dict(env or {})  # added to the environment: the config's $VAR values
+        self.scheme = scheme  # "tls" when the config requires TLS
+        self.log_file = log_file  # the server's log (default: discarded)
         self.port = port or free_port(host)
         self.monitor_port = free_port(host)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -65,7 +85,7 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
@@ -75,10 +95,14 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         binary = find_nats_server()
         extra: list[str] = []
-        if self.config:
+        if self.config_file is not None:
+            extra = ["-c", str(self.config_file)]
+        elif self.config:
             path = self.store_dir / "server.conf"
             path.write_text(self.config)
             extra = ["-c", str(path)]
+        if self.log_file is not None:
+            extra += ["-l", str(self.log_file)]
         self._proc = await asyncio.create_subprocess_exec(
             binary,
             *extra,
@@ -89,10 +113,10 @@ class EmbeddedNats:
             str(self.port),
             "-m",
             str(self.monitor_port),
-            "-sd",
-            str(self.store_dir),
+            *(() if self.config_file is not None else ("-sd", str(self.store_dir))),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, **self.env} if self.env else None,
         )
         await self._wait_ready(ready_timeout)
         log.info("nats.embedded.started", url=self.url, store_dir=str(self.store_dir))

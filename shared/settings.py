@@ -6,15 +6,29 @@ needs with :meth:`Settings.require`; a missing one is a :class:`MissingSetting` 
 
     settings = Settings()                      # environment + .env
     settings.require("SLACK_SIGNING_SECRET")   # raises MissingSetting if unset
+
+Every secret setting may instead be read from a file named by ``<NAME>_FILE`` (Docker and Kubernetes
+secrets mounted as files): ``SLACK_BOT_TOKEN_FILE=/run/secrets/slack_bot_token``. The file's content
+is the value, its trailing newline stripped; setting both ``NAME`` and ``NAME_FILE`` is an error.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 # Comma-separated in the environment ("a,b"), not JSON.
 CommaList = Annotated[list[str], NoDecode]
@@ -32,18 +46,69 @@ class MissingSetting(RuntimeError):
         super().__init__(f"missing required setting: {listed} (set it in the environment or .env)")
 
 
+FILE_SUFFIX = "_FILE"
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """A ``SecretStr`` setting: never printed, and readable from ``<NAME>_FILE``."""
+    return field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """``<NAME>_FILE`` for every secret setting, from the environment or ``.env``: the file's content
+    (trailing newline stripped) is the value. Below the environment itself, which may not set both."""
+
+    def __init__(self, settings_cls: type[BaseSettings], dotenv: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._dotenv = dotenv
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        dotenv: Mapping[str, str | None] = (
+            self._dotenv.env_vars if isinstance(self._dotenv, DotEnvSettingsSource) else {}
+        )
+        environ = {**{k.lower(): v for k, v in dotenv.items()}, **{k.lower(): v for k, v in os.environ.items()}}
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if not is_secret(field):
+                continue
+            path = environ.get(name + FILE_SUFFIX.lower())
+            if not path:
+                continue
+            variable = name.upper()
+            if environ.get(name):
+                raise SettingsError(f"{variable} and {variable}{FILE_SUFFIX} are both set: keep one")
+            try:
+                text = Path(path).expanduser().read_text()
+            except OSError as exc:
+                raise SettingsError(f"{variable}{FILE_SUFFIX}: cannot read {path} ({exc.strerror})") from None
+            values[name] = text.rstrip("\r\n")
+        return values
+
+
 class Settings(BaseSettings):
     """Every setting of Helpdesk Verify; field names are the environment variables, upper-cased."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     # NATS
-    nats_url: str | None = None
+    nats_url: str | None = None  # one URL, or a comma list of a cluster's URLs (nats:// or tls://)
+    nats_creds: Path | None = None  # a .creds file (JWT + nkey seed) of a decentralised-auth NATS
+    nats_nkey_seed: Path | None = None  # a file holding a user nkey seed (SU…)
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_tls_ca: Path | None = None  # CA bundle the server certificate is checked against
+    nats_tls_cert: Path | None = None  # client certificate (mutual TLS), with NATS_TLS_KEY
+    nats_tls_key: Path | None = None
     nats_prefix: str = ""  # namespaces every subject, stream and bucket (several installs on one NATS)
     nats_store_dir: Path | None = None  # embedded nats-server's JetStream dir (default: a temp dir)
 
     # Slack
     slack_signing_secret: SecretStr | None = None
+    slack_signing_secret_previous: SecretStr | None = None  # still accepted while a new one rolls out
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = SLACK_API_URL
@@ -68,6 +133,7 @@ class Settings(BaseSettings):
 
     # Case
     case_token_secret: SecretStr | None = None
+    case_token_secret_previous: SecretStr | None = None  # tokens it signed still verify while rotating
     case_token_ttl: int = 3600
     case_verified_ttl: int = 600
     challenge_limit: int = 5
@@ -84,6 +150,7 @@ class Settings(BaseSettings):
 
     # Telephony inline hook
     telephony_hook_auth: SecretStr | None = None
+    telephony_hook_auth_previous: SecretStr | None = None  # still accepted while a new one rolls out
     telephony_hook_auth_header: str = "Authorization"
     telephony_hook_issuer: str | None = None
     telephony_hook_audience: str | None = None
@@ -107,6 +174,17 @@ class Settings(BaseSettings):
     telephony_limit_per_user: int = 5
     telephony_limit_window: int = 600
 
+    # Ticket notes and the audit webhook (services/audit_sink): each part is off while its URL is unset
+    servicenow_url: str | None = None  # https://<instance>.service-now.com
+    servicenow_user: str | None = None
+    servicenow_password: SecretStr | None = None
+    servicenow_token: SecretStr | None = None  # an OAuth bearer token, instead of user + password
+    jira_url: str | None = None  # https://<site>.atlassian.net
+    jira_email: str | None = None
+    jira_api_token: SecretStr | None = None
+    audit_webhook_url: str | None = None
+    audit_webhook_secret: SecretStr | None = None  # HMAC-SHA256 key of X-Helpdesk-Signature
+
     # HTTP
     host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -116,6 +194,18 @@ class Settings(BaseSettings):
     # Logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = SecretFilesSource(settings_cls, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, files, file_secret_settings
 
     @field_validator(
         "okta_protected_groups",
@@ -145,6 +235,10 @@ class Settings(BaseSettings):
     def _trailing_slash(cls, value: str) -> str:
         # slack_sdk joins base_url + method name: it must end with "/".
         return value if value.endswith("/") else value + "/"
+
+    def nats_servers(self) -> list[str]:
+        """``NATS_URL`` as a list of server URLs (a cluster's are given as a comma list)."""
+        return [url.strip() for url in (self.nats_url or "").split(",") if url.strip()]
 
     def require(self, *names: str) -> None:
         """Raise :class:`MissingSetting` naming every listed variable that is unset or empty."""

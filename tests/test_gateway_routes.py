@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client import REGISTRY, generate_latest
 from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
@@ -733,13 +734,15 @@ async def test_messages_tab_and_other_events_are_ignored(workspace: Workspace) -
 
 
 async def test_health_ready_and_metrics(workspace: Workspace) -> None:
-    """/healthz is up, /readyz sees NATS and the streams, /metrics counts requests by route and outcome."""
+    """/healthz is up, /readyz sees NATS and the streams; /metrics is not on this public port (it is on
+    METRICS_PORT), and the counters count requests by route and outcome."""
     await workspace.agent.slash_command("alice")
     http = workspace.agent.http
     assert (await http.get(f"{workspace.url}/healthz")).status_code == 200
     ready = await http.get(f"{workspace.url}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"nats": "ok", "streams": "ok"}
-    text = (await http.get(f"{workspace.url}/metrics")).text
+    assert (await http.get(f"{workspace.url}/metrics")).status_code == 404
+    text = generate_latest(REGISTRY).decode()
     assert 'helpdesk_gateway_requests_total{outcome="accepted",route="commands"}' in text
     assert "helpdesk_gateway_ack_seconds_bucket" in text
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from slack_sdk.signature import Clock
 
 from sandbox.slack_agent import sign
@@ -307,3 +308,23 @@ def test_parse_form_agrees_with_the_standard_library(fields: dict[str, str]) -> 
     body = urlencode(fields).encode()
     expected = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
     assert parse_form(body) == expected
+
+
+async def test_signing_secret_rotation_accepts_either_secret(settings: Settings, bus: Bus) -> None:
+    """With SLACK_SIGNING_SECRET_PREVIOUS set, the gateway accepts requests signed with the new or the
+    previous secret (Slack switches at its own moment), and still refuses any other."""
+    rotating = settings.model_copy(
+        update={
+            "slack_signing_secret": SecretStr("new-signing-secret-000000000000"),
+            "slack_signing_secret_previous": settings.slack_signing_secret,
+        }
+    )
+    verifier = create_gateway(rotating, bus).verifier
+    verifier.verify(signed("commands", command_body(), secret=SIGNING_SECRET))
+    verifier.verify(signed("commands", command_body(), secret="new-signing-secret-000000000000"))
+    with pytest.raises(SignatureRejected) as refused:
+        verifier.verify(signed("commands", command_body(), secret="another-secret-entirely"))
+    assert refused.value.reason == "bad_signature"
+    after = create_gateway(rotating.model_copy(update={"slack_signing_secret_previous": None}), bus).verifier
+    with pytest.raises(SignatureRejected):
+        after.verify(signed("commands", command_body(), secret=SIGNING_SECRET))

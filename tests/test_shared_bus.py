@@ -483,3 +483,17 @@ async def test_a_server_without_memory_storage_gets_file_streams(settings: Setti
             assert all("memoryStore" in e["how"] for e in logs if e["event"] == "bus.memory_refused")
         finally:
             await bus.close()
+
+
+async def test_connect_failure_names_the_server_without_credentials(settings: Settings) -> None:
+    """A password in NATS_URL never reaches the error (nor its traceback: the cause is dropped)."""
+    with pytest.raises(BusUnavailable) as failed:
+        await Bus.connect(
+            settings.model_copy(update={"nats_url": "nats://svc:hunter2-secret@127.0.0.1:1,nats://127.0.0.1:2"}),
+            name="x",
+            connect_timeout=0.5,
+            initial_attempts=1,
+        )
+    assert "hunter2-secret" not in str(failed.value)
+    assert "nats://[redacted]@127.0.0.1:1,nats://127.0.0.1:2" in str(failed.value)
+    assert failed.value.__cause__ is None and failed.value.__suppress_context__

@@ -8,7 +8,8 @@
     await service.stop(); await bus.close()
 
 Routes: ``POST /slack/commands``, ``/slack/interactions``, ``/slack/options``, ``/slack/events``;
-``GET /healthz``, ``/readyz`` (NATS connected, streams present), ``/metrics``. With
+``GET /healthz``, ``/readyz`` (NATS connected, streams present); ``/metrics`` is on ``METRICS_PORT``
+only (shared/observability.py), never on this public port. With
 ``SLACK_APP_TOKEN`` set, a Socket Mode client runs beside them (started and stopped with the app).
 The bus belongs to the caller.
 """
@@ -44,7 +45,12 @@ def socket_mode_enabled(settings: Settings) -> bool:
 def create_gateway(settings: Settings, bus: Bus, clock: Clock | None = None) -> Gateway:
     """The transport-free core (``MissingSetting`` at once without the signing or case-token secret)."""
     settings.require("SLACK_SIGNING_SECRET", "CASE_TOKEN_SECRET")
-    verifier = RequestVerifier(settings.secret("SLACK_SIGNING_SECRET"), clock=clock)
+    previous = settings.slack_signing_secret_previous
+    verifier = RequestVerifier(
+        settings.secret("SLACK_SIGNING_SECRET"),
+        clock=clock,
+        previous_secret=previous.get_secret_value() if previous is not None else None,
+    )
     return Gateway(bus, Rules.from_settings(settings), verifier)
 
 

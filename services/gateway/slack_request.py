@@ -111,10 +111,17 @@ class RequestVerifier:
     (non-ASCII signatures, huge or non-numeric timestamps) reaches the library, which raises on them.
     """
 
-    def __init__(self, signing_secret: str, clock: Clock | None = None, window: int = REPLAY_WINDOW) -> None:
+    def __init__(
+        self,
+        signing_secret: str,
+        clock: Clock | None = None,
+        window: int = REPLAY_WINDOW,
+        previous_secret: str | None = None,
+    ) -> None:
         self.clock = clock or Clock()
         self.window = window
-        self._verifier = SignatureVerifier(signing_secret, clock=self.clock)
+        # While a new signing secret rolls out (SLACK_SIGNING_SECRET_PREVIOUS), either one signs.
+        self._verifiers = [SignatureVerifier(s, clock=self.clock) for s in (signing_secret, previous_secret) if s]
 
     def __repr__(self) -> str:
         return f"RequestVerifier(window={self.window})"
@@ -134,7 +141,7 @@ class RequestVerifier:
         if skew < -self.window:
             raise SignatureRejected("future_timestamp")
         try:
-            valid = self._verifier.is_valid(request.body, timestamp, signature)
+            valid = any(v.is_valid(request.body, timestamp, signature) for v in self._verifiers)
         except (ValueError, TypeError):  # a body that is not UTF-8; timestamps are screened above
             raise SignatureRejected("undecodable_body") from None
         if not valid:
