@@ -127,7 +127,7 @@ class Rules:
     @classmethod
     def from_settings(cls, settings: Settings) -> Rules:
         return cls(
-            tokens=CaseTokens(settings.secret("CASE_TOKEN_SECRET"), ttl=settings.case_token_ttl),
+            tokens=CaseTokens.from_settings(settings),
             command=settings.slack_command,
             code_min_length=settings.code_min_length,
             code_max_length=settings.code_max_length,

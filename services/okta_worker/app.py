@@ -107,7 +107,7 @@ class OktaWorkerService:
         auth, self.policy = check_settings(settings)
         assert settings.okta_org_url is not None
         self.okta = okta or OktaClient(settings.okta_org_url, auth)
-        self.tokens = CaseTokens(settings.secret("CASE_TOKEN_SECRET"), ttl=settings.case_token_ttl)
+        self.tokens = CaseTokens.from_settings(settings)
         self.ctx: WorkerContext | None = None
         self._subs: list[Subscription] = []
 
