@@ -689,6 +689,11 @@ class Subscription:
         self.log.warning("bus.fetch.failed", error=error, failures=failures)
         await asyncio.sleep(min(0.2 * failures, 2.0))  # a retry pace, not a synchronisation wait
         if (failures >= 3 or gone) and self.bus.is_connected:
+            if gone and self.config.deliver_policy == DeliverPolicy.NEW:
+                # The durable went with its memory stream (a server restart): the stream that comes
+                # back holds only what was published since, none of it seen. Start at its beginning,
+                # or what a replica published before this durable was declared again would be skipped.
+                self.config = replace(self.config, deliver_policy=DeliverPolicy.ALL)
             with contextlib.suppress(Exception):
                 await self._subscribe()
         return failures

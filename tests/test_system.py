@@ -31,13 +31,7 @@ from shared.natsserver import free_port
 from shared.settings import Settings
 from tests.secure_nats import SecureNats
 
-pytestmark = [
-    pytest.mark.timeout(180),
-    # Not yet in the default run: after the nats-server restart the pending push job (file stream
-    # HELPDESK_JOBS, durable okta-worker-poll) is not redelivered to the surviving worker within a
-    # minute, and the challenge step is intermittent while the worker changes under way settle.
-    pytest.mark.skipif(not os.environ.get("HELPDESK_SYSTEM_TEST"), reason="set HELPDESK_SYSTEM_TEST=1"),
-]
+pytestmark = pytest.mark.timeout(180)
 POLLS = re.compile(rb'^helpdesk_okta_worker_push_polls_total\{result="WAITING"\} ([0-9.e+]+)$', re.M)
 
 
