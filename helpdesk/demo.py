@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from helpdesk.audit_cli import AuditQuery, run_audit
 from helpdesk.sandbox_stack import DEMO_HOOK_AUTH, SandboxStack
 from sandbox import okta_data as org
 from sandbox.okta import PushOutcome
@@ -399,6 +400,11 @@ class Demo:
         await self.view_until(view["id"], has_text("CALLER VERIFIED"))
         done = await self._wait_for(lambda: slack.function_runs.get(execution))
         self.t.say("slack", f"functions.completeSuccess, outputs: {done['outputs']}")
+        jira, servicenow = self.stack.jira, self.stack.servicenow
+        comment = await self._wait_for(lambda: next(iter(jira.comment_texts("HELP-42")), None))
+        self.t.say("tickets", f"Jira comment on HELP-42 (the audit sink, REST v3): {comment}")
+        note = await self._wait_for(lambda: next(iter(servicenow.work_notes("INC0012345")), None))
+        self.t.say("tickets", f"ServiceNow work note on INC0012345 (the audit sink, Table API): {note}")
 
     async def telephony_hook(self) -> None:
         self.t.scene(6, "Okta's telephony inline hook: an SMS code and a voice call")
@@ -440,6 +446,16 @@ class Demo:
             self.t.say(
                 "hook", f"HTTP {again.status_code}: the first answer again; sends so far: {len(twilio.messages)} SMS"
             )
+
+    async def audit_query(self) -> None:
+        """`helpdesk audit`: the trail read from the durable stream, as a table."""
+        assert self.stack.settings is not None
+        out = io.StringIO()
+        query = AuditQuery(action="case.action", limit=8)
+        await run_audit(self.stack.settings, query, "table", out)
+        self.t.say("ops", "helpdesk audit --action case.action --limit 8")
+        for row in out.getvalue().rstrip().splitlines():
+            self.t.line(f"    {row}")
 
     async def audit_and_home(self) -> None:
         self.t.scene(7, "The audit channel and App Home")
@@ -485,6 +501,7 @@ def secrets_in_logs(log_text: str, stack: SandboxStack) -> list[str]:
         "Okta API token": [stack.settings.secret("OKTA_API_TOKEN")],
         "hook auth": [DEMO_HOOK_AUTH],
         "provider token": [stack.settings.secret("TELEPHONY_AUTH_TOKEN")],
+        "ticket credentials": [stack.servicenow.password, stack.jira.api_token],
     }
     return [name for name, values in candidates.items() if any(v and v in log_text for v in values)]
 
@@ -511,6 +528,7 @@ async def run_demo(verbose: bool = False, out: TextIO | None = None) -> int:
             await demo.slack_reach()
             await demo.telephony_hook()
             await demo.audit_and_home()
+            await demo.audit_query()
         except TimeoutError as exc:
             transcript.line(f"\n✗ demo stopped: {exc}")
             if verbose:

@@ -16,7 +16,9 @@ from types import TracebackType
 from typing import Any
 
 from helpdesk.runner import ALL, ServiceGroup
+from sandbox.jira import FakeJira
 from sandbox.okta import FakeOkta
+from sandbox.servicenow import FakeServiceNow
 from sandbox.slack import APPROVALS_CHANNEL_ID, AUDIT_CHANNEL_ID, SECURITY_CHANNEL_ID, FakeSlack
 from sandbox.telephony import FakeTwilio
 from shared.natsserver import EmbeddedNats, free_port
@@ -41,13 +43,17 @@ class SandboxStack:
     ) -> None:
         self._nats_url = nats_url
         self._prefix = prefix
-        self._names = ALL if services is None else services
+        self._names = [*ALL, "audit-sink"] if services is None else services
         self._overrides = overrides
         self.nats: EmbeddedNats | None = None
         self.okta = FakeOkta.with_demo_data()
         self.slack = FakeSlack()
         self.twilio = FakeTwilio()
         self.fallback = FakeTwilio()
+        # Tickets the demo's cases name: a ServiceNow incident and a Jira issue, for the audit sink's notes.
+        self.servicenow = FakeServiceNow()
+        self.servicenow.add_record("INC0012345", "Caller locked out of their laptop")
+        self.jira = FakeJira(issues=("HELP-42",))
         self.group: ServiceGroup | None = None
         self.ops: OpsEndpoint | None = None
         self.settings: Settings | None = None
@@ -70,6 +76,8 @@ class SandboxStack:
         slack_url = await self.slack.start()
         twilio_url = await self.twilio.start()
         fallback_url = await self.fallback.start()
+        servicenow_url = await self.servicenow.start()
+        jira_url = await self.jira.start()
         values: dict[str, Any] = {
             "nats_url": self._nats_url,
             "nats_prefix": self._prefix,
@@ -97,6 +105,12 @@ class SandboxStack:
             "gateway_port": free_port(),
             "telephony_hook_port": free_port(),
             "push_poll_interval": 0.5,
+            "servicenow_url": servicenow_url,
+            "servicenow_user": self.servicenow.user,
+            "servicenow_password": self.servicenow.password,
+            "jira_url": jira_url,
+            "jira_email": self.jira.email,
+            "jira_api_token": self.jira.api_token,
         }
         values.update(self._overrides)
         self.settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -114,7 +128,7 @@ class SandboxStack:
         if self.ops is not None:
             await self.ops.stop()
             self.ops = None
-        for fake in (self.fallback, self.twilio, self.slack, self.okta):
+        for fake in (self.jira, self.servicenow, self.fallback, self.twilio, self.slack, self.okta):
             await fake.stop()
         if self.nats is not None:
             await self.nats.stop()

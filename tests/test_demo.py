@@ -32,6 +32,9 @@ async def test_demo_runs_every_scene_without_leaking_a_secret() -> None:
     assert "several users match “ali”" in transcript
     assert "bob already picked" in transcript
     assert "functions.completeSuccess, outputs: {'verified': True" in transcript
+    # the tickets get their notes from the audit sink, and `helpdesk audit` lists the cases
+    assert "Jira comment on HELP-42" in transcript and "ServiceNow work note on INC0012345" in transcript
+    assert "helpdesk audit --action case.action" in transcript and "case.action  success" in transcript
     assert "straight on the user search" in transcript  # the second case: the agent was authorized a moment ago
     assert "CALLER VERIFIED" in transcript
     assert "TEMPORARY PASSWORD" in transcript
