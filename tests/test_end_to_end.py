@@ -83,7 +83,7 @@ async def test_helpdesk_run_stops_gracefully_on_sigterm(nats_url: str, prefix: s
         code = await asyncio.wait_for(proc.wait(), 10)
         assert code == 0
         assert b'"shutdown.requested"' in rest
-        assert rest.count(b'"service.stopped"') == 4
+        assert rest.count(b'"service.stopped"') == 5
 
 
 async def test_expired_trigger_is_followed_up_in_the_channel_and_reopens(stack: SandboxStack) -> None:
