@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 
 from helpdesk.runner import OWNED_STREAMS
+from services.audit_sink.app import TICKETS_DURABLE, WEBHOOK_DURABLE
+from services.audit_sink.handlers import BUCKET as SINK_BUCKET
 from services.okta_worker.app import CMD_DURABLE, POLL_DURABLE
 from services.okta_worker.handlers import LIMITS_BUCKET as CHALLENGE_LIMITS
 from services.okta_worker.pacer import RATE_BUCKET
@@ -160,10 +162,27 @@ def permissions(prefix: str = "") -> dict[str, Permissions]:
         ],
         subscribe=n.inbox("telephony-hook"),
     )
+    sink = Permissions(
+        publish=[
+            n.subject("audit.case.>"),  # ticket.note_failed
+            *owned("audit-sink"),
+            *n.consumes(AUDIT_STREAM, TICKETS_DURABLE),
+            *n.consumes(AUDIT_STREAM, WEBHOOK_DURABLE),
+            *n.bucket_rw(SINK_BUCKET),
+        ],
+        subscribe=n.inbox("audit-sink"),
+    )
     # `helpdesk check` and an operator's `nats` CLI: the JetStream API (streams, consumers, buckets),
     # never a service's subjects.
     ops = Permissions(publish=[f"{JS_API}.>"], subscribe=[f"{INBOX_ROOT}.>"])
-    return {"gateway": gateway, "okta-worker": worker, "slack-responder": responder, "telephony-hook": hook, "ops": ops}
+    return {
+        "gateway": gateway,
+        "okta-worker": worker,
+        "slack-responder": responder,
+        "telephony-hook": hook,
+        "audit-sink": sink,
+        "ops": ops,
+    }
 
 
 def password_variable(user: str) -> str:

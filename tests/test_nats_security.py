@@ -106,13 +106,14 @@ def test_helm_values_fit_the_chart_and_carry_the_same_users() -> None:
 
 
 async def test_every_service_runs_as_its_own_user_over_tls(secure: SecureNats, _logging: None) -> None:
-    """Four services, each connected as its own NATS user over mutual TLS, carry a push verification
-    to a temporary password and a telephony hook SMS, without one permission violation on the server."""
+    """Five services, each connected as its own NATS user over mutual TLS, carry a push verification
+    to a temporary password and a telephony hook SMS (the audit sink reading it all), without one
+    permission violation on the server."""
     groups: list[ServiceGroup] = []
     async with SandboxStack(nats_url=secure.url, services=[]) as stack:
         assert stack.settings is not None
         try:
-            for name in ALL:
+            for name in [*ALL, "audit-sink"]:
                 group = ServiceGroup(secure.settings_for(stack.settings, name), [name], embedded=False)
                 await group.start()
                 groups.append(group)
