@@ -34,7 +34,7 @@ from services.slack_responder.store import VIEWS_BUCKET
 from services.telephony_hook.app import EVENTS_BUCKET
 from services.telephony_hook.app import LIMITS_BUCKET as TELEPHONY_LIMITS
 from shared.bus import AUDIT_STREAM, CASE_STREAM, CMD_STREAM, INBOX_ROOT, JOB_STREAM, JS_API, NOTIFY_STREAM, StreamSpec
-from shared.messages import LookupSlackUser, SearchUsers, ShowTempPassword
+from shared.messages import LookupSlackUser, SearchUsers, ShowTempPassword, TicketNoteFailed
 
 OPS_USER = "ops"
 _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
@@ -165,6 +165,7 @@ def permissions(prefix: str = "") -> dict[str, Permissions]:
     sink = Permissions(
         publish=[
             n.subject("audit.case.>"),  # ticket.note_failed
+            n.subject(TicketNoteFailed.SUBJECT),  # … and the agent's modal says so
             *owned("audit-sink"),
             *n.consumes(AUDIT_STREAM, TICKETS_DURABLE),
             *n.consumes(AUDIT_STREAM, WEBHOOK_DURABLE),

@@ -274,6 +274,16 @@ class SetTicket(Command):
     ticket: str
 
 
+class TicketNoteFailed(Command):
+    """The audit sink could not write the case's note in its ticket: the agent's modal says so.
+    From a service, not a click: ``agent`` is the case's agent, ``case_id`` names the case."""
+
+    SUBJECT = "helpdesk.cmd.ticket_note_failed"
+    case_id: str
+    ticket: str
+    reason: str
+
+
 class RefusedClick(Command):
     """A click the gateway refused (its case token expired, was altered, or is another agent's): the worker
     audits it — a security event unless merely expired — and has the agent's modal say so."""
@@ -319,6 +329,7 @@ COMMANDS: tuple[type[Command], ...] = (
     StartFromMessage,
     WorkflowStep,
     SetTicket,
+    TicketNoteFailed,
 )
 
 

@@ -21,7 +21,7 @@ from services.audit_sink.errors import retry_after
 from services.audit_sink.handlers import NOTE_FAILED
 from services.audit_sink.notes import CaseSummary, note_text, summarize, ticket_of
 from shared.bus import Bus
-from shared.messages import AuditEvent
+from shared.messages import AuditEvent, TicketNoteFailed
 from shared.settings import MissingSetting, Settings
 
 SN_PASSWORD = "sn-Pa55word-never-logged"
@@ -231,12 +231,23 @@ async def test_missing_ticket_is_recorded_as_note_failed(
 ) -> None:
     """A ticket number with no record is permanent: no retry, a ``ticket.note_failed`` audit event."""
     found, arrived, sub = await collect_audit(bus, NOTE_FAILED)
+    told: list[TicketNoteFailed] = []
+    agent_told = asyncio.Event()
+
+    async def on_command(msg: Any) -> None:
+        told.append(TicketNoteFailed.decode_bytes(msg.data))
+        agent_told.set()
+
+    commands = await bus.nc.subscribe(bus.subject(TicketNoteFailed.SUBJECT), cb=on_command)
     try:
         async with running(sink_settings, bus):
             await bus.publish(event("case.verified", ticket="INC0099999"))
             await asyncio.wait_for(arrived.wait(), 8)
+            await asyncio.wait_for(agent_told.wait(), 8)  # the agent's modal is told too
     finally:
         await sub.unsubscribe()
+        await commands.unsubscribe()
+    assert told[0].case_id == "c1" and told[0].ticket == "INC0099999" and told[0].reason == "not_found"
     failed = found[0]
     assert failed.action == NOTE_FAILED and failed.category == "case" and failed.outcome == "failure"
     assert failed.case_id == "c1" and failed.details["ticket"] == "INC0099999"

@@ -55,3 +55,17 @@ def test_the_refusal_modal_says_what_happened(kind: str) -> None:
     assert ("expired" in text) == (kind == "expired")
     assert "Nothing was changed" in text
     assert not view.get("private_metadata")  # no case: a click in it reaches nothing
+
+
+async def test_a_ticket_note_that_failed_is_a_warning_in_the_case(settings: Settings, bus: Bus) -> None:
+    """The audit sink gave up on a note: the agent's modal says so; the case goes on."""
+    from shared.messages import TicketNoteFailed
+
+    async with harness(settings, bus) as h:
+        snap = await h.open()
+        warn = TicketNoteFailed(agent=snap.agent, case_id=snap.case_id, ticket="INC0099999", reason="not_found")
+        await h.send(warn)
+        shown = await h.notice(snap.case_id, snap.revision)
+        assert shown.notice is not None and shown.notice.level == "warning"
+        assert "INC0099999" in shown.notice.text and "no such ticket" in shown.notice.text
+        assert shown.state == snap.state

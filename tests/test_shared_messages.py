@@ -32,6 +32,7 @@ def test_round_trip_every_command() -> None:
             "StartFromMessage": {"text": "verify jdoe", "channel_id": "D1", "in_dm": True},
             "WorkflowStep": {"function_execution_id": "Fx1", "caller": "jdoe@example.com"},
             "SetTicket": {"ticket": "INC0012345"},
+            "TicketNoteFailed": {"case_id": "c1", "ticket": "INC0012345", "reason": "not_found"},
         }.get(cls.__name__, {})
         msg = cls(**fields, **extra)
         back = decode(cls.SUBJECT, msg.encode())

@@ -38,7 +38,7 @@ from services.audit_sink.webhook import WebhookClient
 from shared.bus import Bus, Delivery, RetryLater, kv_read
 from shared.limits import kv_key
 from shared.logging import get_logger
-from shared.messages import AuditEvent, Message
+from shared.messages import Actor, AuditEvent, Message, TicketNoteFailed
 
 log = get_logger(__name__)
 
@@ -187,6 +187,11 @@ class TicketNotes:
             },
         )
         await self.bus.publish(failed, msg_id=f"{event.event_id}:{NOTE_FAILED}")
+        if event.case_id and event.actor:  # the agent sees it in the case's modal, if still open
+            warn = TicketNoteFailed(
+                agent=Actor(user_id=event.actor), case_id=event.case_id, ticket=ticket.id, reason=reason
+            )
+            await self.bus.publish(warn, msg_id=f"{event.event_id}:{NOTE_FAILED}:agent")
         await self.kv.put(key, _record("failed", ticket, reason=reason))
 
     async def _remember(self, event: AuditEvent) -> CaseSummary:

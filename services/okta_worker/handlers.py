@@ -90,6 +90,7 @@ from shared.messages import (
     StartFromMessage,
     StepUp,
     SubmitCode,
+    TicketNoteFailed,
     UserCard,
     WorkflowStep,
 )
@@ -991,6 +992,23 @@ async def set_ticket(ctx: WorkerContext, cmd: SetTicket, command_id: str) -> Non
     await ctx.audit(after, "case.ticket", "info")
 
 
+NOTE_FAILURES = {
+    "not_found": "no such ticket",
+    "forbidden": "the integration user may not write to it",
+    "unauthorized": "the ticket system refused our credentials",
+    "gave_up": "the ticket system did not answer for a day",
+}
+
+
+async def ticket_note_failed(ctx: WorkerContext, cmd: TicketNoteFailed, command_id: str) -> None:
+    """The audit sink gave up on the case's note in its ticket: a warning in the agent's modal (the
+    sink audited it). A failure never blocks the case."""
+    why = NOTE_FAILURES.get(cmd.reason, cmd.reason.replace("_", " "))
+    text = f"The note in ticket {cmd.ticket} could not be written ({why}): add it there by hand."
+    with contextlib.suppress(StaleEvent, CaseRefused):
+        await ctx.apply(cmd.case_id, lambda c: ctx.engine.with_notice(c, ctx.clock(), text, "warning"))
+
+
 # ------------------------------------------------------------------------------------------- dispatch
 
 CommandHandler = Callable[[WorkerContext, Any, str], Awaitable[None]]
@@ -1015,6 +1033,7 @@ COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
     StartFromMessage: start_from_message,
     WorkflowStep: workflow_step,
     SetTicket: set_ticket,
+    TicketNoteFailed: ticket_note_failed,
 }
 
 
