@@ -6,11 +6,14 @@
 
 It starts its own nats-server (``EmbeddedNats``), then, one at a time, two servers in child
 processes: the gateway (the real ``create_app``: signature check, parsing, ``OpenCase`` published to
-JetStream and its PubAck awaited before the 200) and a slack-bolt ``AsyncApp`` whose ``/helpdesk``
-listener only acks. Each is loaded with signed slash commands, every one with its own trigger_id, by
+JetStream and its PubAck awaited before the 200), the floor — a bare aiohttp handler doing only the
+signature check (HMAC), the JetStream publish and its PubAck — and a slack-bolt ``AsyncApp`` whose
+``/helpdesk`` listener only acks. Each is loaded with signed slash commands, every one with its own trigger_id, by
 wrk (a Lua script reads pre-signed requests from a file; ``apt-get install wrk``) or, with
 ``--loadgen python``, an aiohttp closed-loop generator. Printed: requests/s, p50/p99 latency and
-non-2xx answers, at 8 and 64 connections, side by side, and how many commands reached the stream.
+non-2xx answers, at 8 and 64 connections, side by side; the gateway's throughput as a share of the
+floor's and a multiple of bolt's; how many commands reached the stream. With ``BENCH_RESULTS=<file>``
+those ratios are appended to the file as one JSON line (``bench/report.py``).
 """
 
 from __future__ import annotations
@@ -124,6 +127,58 @@ async def _serve_gateway(port: int, nats_url: str) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
     gc.freeze()  # both servers alike, as `helpdesk` does once its services are up
+    print("READY", flush=True)
+    await _wait_for_parent()
+    await runner.cleanup()
+    await bus.close()
+
+
+async def _serve_bare(port: int, nats_url: str) -> None:
+    """The floor: an aiohttp handler that checks Slack's signature (HMAC), publishes the raw body to
+    JetStream with a dedupe id and awaits the PubAck, then answers 200. Nothing else."""
+    from aiohttp import web
+
+    from shared.bus import Bus
+    from shared.settings import Settings
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        nats_url=nats_url,
+        nats_prefix=PREFIX,
+        slack_signing_secret=SIGNING_SECRET,  # type: ignore[arg-type]
+        case_token_secret=CASE_SECRET,  # type: ignore[arg-type]
+    )
+    bus = await Bus.connect(settings, name="bare-bench")
+    await bus.ensure_streams()
+    js = bus.nc.jetstream()
+    # A stream of its own, configured as the gateway's command stream (memory, work queue, its byte
+    # limit): the same storage work per command, and the gateway's stream keeps only the gateway's.
+    config = (await js.stream_info(bus.stream_name("HELPDESK_CMD"))).config
+    config.name = bus.stream_name("BARE_CMD")
+    config.subjects = [bus.subject("bare.cmd.>")]
+    await js.add_stream(config)
+    subject = bus.subject("bare.cmd.open")
+    secret = SIGNING_SECRET.encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
+            return web.Response(status=401)
+        base = b"v0:" + timestamp.encode() + b":" + body
+        expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            return web.Response(status=401)
+        await js.publish(subject, body, headers={"Nats-Msg-Id": signature})
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/slack/commands", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    gc.freeze()  # every server alike, as `helpdesk` does once its services are up
     print("READY", flush=True)
     await _wait_for_parent()
     await runner.cleanup()
@@ -383,7 +438,7 @@ async def bench(args: argparse.Namespace) -> None:
     async with EmbeddedNats() as server:
         with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
             for connections in args.connections:
-                for kind in ("gateway", "bolt"):
+                for kind in ("gateway", "bare", "bolt"):
                     port = free_port()
                     run = f"{kind}{connections}{secrets.token_hex(3)}"
                     url = f"http://127.0.0.1:{port}/slack/commands"
@@ -442,6 +497,7 @@ def report(results: list[Result], loadgen: str, args: argparse.Namespace) -> Non
         f" {args.seconds:.0f} s per run after {args.warmup:.0f} s warm-up, servers in their own process ({loop})."
     )
     print("gateway = verify + parse + OpenCase published to JetStream (PubAck awaited) + 200;")
+    print("bare    = the floor: an aiohttp handler doing the signature check (HMAC) + JetStream publish + PubAck;")
     print("bolt    = slack-bolt AsyncApp, signature verification on, a /helpdesk listener that only acks.")
     print()
     header = f"{'conns':>5}  {'server':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8}"
@@ -454,14 +510,29 @@ def report(results: list[Result], loadgen: str, args: argparse.Namespace) -> Non
             f" {r.non2xx:>8} {r.socket_errors:>7} {r.cpu_seconds:>6.1f} {r.nats_cpu_seconds:>10.1f}"
         )
     print()
+    figures: dict[str, float] = {}
     for connections in args.connections:
         ours = next((r for r in results if r.server == "gateway" and r.connections == connections), None)
+        bare = next((r for r in results if r.server == "bare" and r.connections == connections), None)
         bolt = next((r for r in results if r.server == "bolt" and r.connections == connections), None)
+        if ours and bare and bare.rate:
+            figures[f"gateway_rps_{connections}"] = ours.rate
+            figures[f"bare_rps_{connections}"] = bare.rate
+            figures[f"gateway_vs_bare_{connections}"] = ours.rate / bare.rate
+            print(
+                f"@{connections:<3} gateway/bare throughput = {ours.rate / bare.rate:.0%} of the floor   "
+                f"p99 gateway {ours.p99_ms:.2f} ms vs bare {bare.p99_ms:.2f} ms"
+            )
         if ours and bolt and bolt.rate:
+            figures[f"bolt_rps_{connections}"] = bolt.rate
+            figures[f"gateway_vs_bolt_{connections}"] = ours.rate / bolt.rate
             print(
                 f"@{connections:<3} gateway/bolt throughput = {ours.rate / bolt.rate:.2f}x   "
                 f"p99 gateway {ours.p99_ms:.2f} ms vs bolt {bolt.p99_ms:.2f} ms"
             )
+    if path := os.environ.get("BENCH_RESULTS"):
+        with open(path, "ab") as out:
+            out.write(orjson.dumps({"bench": "gateway", "loadgen": loadgen, **figures}) + b"\n")
 
 
 def main() -> None:
@@ -476,7 +547,7 @@ def main() -> None:
         action="store_false",
         help="run both servers on the standard asyncio loop instead of uvloop (the product's default)",
     )
-    parser.add_argument("--serve", choices=["gateway", "bolt"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["gateway", "bare", "bolt"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -484,6 +555,8 @@ def main() -> None:
         _configure_child(args.uvloop)
         if args.serve == "gateway":
             asyncio.run(_serve_gateway(args.port, args.nats_url))
+        elif args.serve == "bare":
+            asyncio.run(_serve_bare(args.port, args.nats_url))
         else:
             asyncio.run(_serve_bolt(args.port))
         return

@@ -38,7 +38,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta, PushOutcome
-from services.okta_worker.app import OktaWorkerService
+from services.okta_worker.app import OktaWorkerService, check_settings
 from services.okta_worker.case import Case, CaseEngine
 from services.okta_worker.factors import describe
 from services.okta_worker.store import CASES_BUCKET
@@ -76,7 +76,7 @@ def fake_okta_process(port: int, ready: Any) -> None:
     from aiohttp import web
 
     async def serve() -> None:
-        okta = FakeOkta(rate_limit=10_000_000)
+        okta = FakeOkta.with_demo_data(rate_limit=10_000_000)  # the demo org: the worker checks its groups
         okta.default_push_outcome = PushOutcome(None)  # WAITING until the bench resolves it
         okta.push_lifetime = 3600
         resolved: dict[str, float] = {}
@@ -201,9 +201,13 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
         started = multiprocessing.Event()
         proc = multiprocessing.Process(target=replica_process, args=(settings_json(settings), i, started), daemon=True)
         proc.start()
-        if not await asyncio.get_running_loop().run_in_executor(None, started.wait, 20.0):
-            raise RuntimeError(f"replica {i} did not start")
         procs.append(proc)
+        if not await asyncio.get_running_loop().run_in_executor(None, started.wait, 20.0):
+            for p in procs:
+                p.terminate()
+            child.terminate()
+            await control.close()
+            raise RuntimeError(f"replica {i} did not start")
 
     async def replica_stats() -> list[dict[str, float]]:
         replies = [await control.nc.request(f"bench.stats.{i}", b"", timeout=5) for i in range(replicas)]
@@ -215,7 +219,7 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
     # Seed: a case in CHALLENGE_SENT per user, with a real push sent to Okta and its poll job published.
     print(f"seeding {pushes} pending pushes …", flush=True)
     pairs = (await http.post("/bench/seed", json={"n": pushes})).json()
-    engine = CaseEngine(settings)
+    engine = CaseEngine(settings, check_settings(settings)[1])
     tx_by_case: dict[str, str] = {}
     now = datetime.now(UTC)
     sem = asyncio.Semaphore(64)
@@ -346,6 +350,19 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
     worst = latencies[-1] if latencies else 0.0
     print(f"SUCCESS → case stored           p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {worst:.1f} ms")
     print(f"                                (target p99 ≤ {target:.0f} ms; cases not updated in time: {missing})")
+    if path := os.environ.get("BENCH_RESULTS"):
+        figures = {
+            "bench": "okta_worker",
+            "replicas": replicas,
+            "pushes": pushes,
+            "interval_s": interval,
+            "polls_per_s": steady_polls / window,
+            "cpu_percent": steady_cpu,
+            "rss_mb": peak_rss,
+            "success_to_stored_p99_ms": p99,
+            "not_updated": missing,
+        }
+        append_results(path, figures)
     if replicas > 1:
         total = sum(handled) or 1
         split = " / ".join(f"{n} ({n / total:.0%})" for n in handled)
@@ -358,6 +375,12 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
         proc.join(5)
     child.terminate()
     child.join(5)
+
+
+def append_results(path: str, figures: dict[str, Any]) -> None:
+    """One JSON line of figures for ``bench/report.py``."""
+    with open(path, "ab") as out:
+        out.write(orjson.dumps(figures) + b"\n")
 
 
 async def main() -> None:
@@ -380,4 +403,4 @@ if __name__ == "__main__":
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 600))  # stops by itself, whatever happens

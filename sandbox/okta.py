@@ -32,6 +32,13 @@ rate-limit bucket of `logs_rate_limit` a minute) holds the fake's own mutations 
 `POST /users/{id}/authenticator-enrollments/tac` issues Temporary Access Codes (`issued_tacs`);
 `DELETE /users/{id}/sessions` records its `oauthTokens` flag in `revoked_sessions`.
 
+Rate limits as Okta enforces them: one one-minute window per endpoint family (`rate_bucket`:
+`/api/v1/users` with everything under a user, `GET /api/v1/users/{id}`, `/api/v1/groups`,
+`/api/v1/logs`, `/api/v1`, `/oauth2/v1/token`…), each answer carrying its own bucket's
+`X-Rate-Limit-Limit/Remaining/Reset`, 429 E0000047 when it is spent, and at most
+`concurrency_limit` requests in flight. `FakeOkta(limits=OKTA_RATE_LIMITS)` has Okta's published
+figures; `FakeOkta(limits={"/api/v1/users": 600})` one bucket at its real limit.
+
 Scenario switches: `push_outcome` / `default_push_outcome` / `resolve_push`, `set_passcode`,
 `rate_limit_next`, `fail_next`, `hang_next` (`path_prefix="/api/v1/logs"` for a slow System Log),
 `require_dpop`, `expire_access_tokens`, `itp` / `no_itp_status`, `tac` / `tac_status` /
@@ -67,7 +74,10 @@ from sandbox.base import FakeService, json_response
 __all__ = [
     "DEFAULT_API_TOKEN",
     "KNOWN_SCOPES",
+    "OKTA_RATE_LIMITS",
+    "RATE_BUCKETS",
     "TAC_AUTHENTICATOR_ID",
+    "USERS_BUCKET",
     "FakeOkta",
     "IssuedTac",
     "LogEvent",
@@ -78,6 +88,7 @@ __all__ = [
     "PushOutcome",
     "PushTransaction",
     "SentCode",
+    "rate_bucket",
 ]
 
 DEFAULT_API_TOKEN = "00sandbox-okta-api-token"
@@ -193,6 +204,50 @@ FACTOR_DEFAULTS: dict[str, tuple[str, str, str]] = {
 _ID_ALPHABET = string.ascii_letters + string.digits
 _ORG_CREATED = 1_709_283_600.0  # 2024-03-01T09:00:00Z, when the org's authenticators were set up
 _API_TOKEN_ID = "00Tsandboxapitoken01"
+
+# Okta's per-minute rate-limit buckets: each endpoint family has its own one-minute window and its
+# own X-Rate-Limit-* headers (developer.okta.com/docs/reference/rl-global-mgmt/). The figures are
+# Okta's published Workforce Identity ones, for `FakeOkta(limits=OKTA_RATE_LIMITS)`; by default every
+# bucket holds `rate_limit` (and the System Log `logs_rate_limit`), which is plenty for tests.
+USERS_BUCKET = "/api/v1/users"  # GET/POST /api/v1/users, and everything under a user: factors, verify,
+# push polls, lifecycle, groups, sessions (one bucket shared by searches, challenges and polls)
+USER_BUCKET = "/api/v1/users/{id}"  # GET of one user by id or login
+USER_WRITE_BUCKET = "/api/v1/users/{id} POST/PUT/DELETE"
+GROUPS_BUCKET = "/api/v1/groups"  # and everything under a group but the group itself
+GROUP_BUCKET = "/api/v1/groups/{id}"
+LOGS_BUCKET = "/api/v1/logs"
+API_BUCKET = "/api/v1"  # most other API actions
+TOKEN_BUCKET = "/oauth2/v1/token"  # the org authorization server
+OKTA_RATE_LIMITS: Mapping[str, int] = {
+    USERS_BUCKET: 600,
+    USER_BUCKET: 2000,
+    USER_WRITE_BUCKET: 600,
+    GROUPS_BUCKET: 500,
+    GROUP_BUCKET: 1000,
+    LOGS_BUCKET: 120,
+    API_BUCKET: 1200,
+    TOKEN_BUCKET: 600,
+}
+RATE_BUCKETS = tuple(OKTA_RATE_LIMITS)
+
+
+def rate_bucket(method: str, path: str) -> str:
+    """The bucket a request counts against: `rate_bucket("GET", "/api/v1/users/00u1/factors")` → `/api/v1/users`."""
+    if path.startswith("/oauth2/"):
+        return TOKEN_BUCKET
+    parts = path.rstrip("/").split("/")  # "", "api", "v1", family, id, ...
+    family = parts[3] if len(parts) > 3 and parts[1:3] == ["api", "v1"] else ""
+    if family == "users":
+        if len(parts) == 5 and parts[4] != "me":
+            return USER_BUCKET if method in ("GET", "HEAD") else USER_WRITE_BUCKET
+        return USERS_BUCKET
+    if family == "groups":
+        return GROUP_BUCKET if len(parts) == 5 else GROUPS_BUCKET
+    if family == "logs":
+        return LOGS_BUCKET
+    return API_BUCKET
+
+
 _AD_APP_ID = "0oasandboxadapp00001"  # the Active Directory app APP_GROUPs are imported from
 
 
@@ -672,10 +727,15 @@ class FakeOkta(FakeService):
     Args:
         api_token: the SSWS token accepted on `/api/v1/*` (`None`: SSWS refused, OAuth only).
         clock: seconds since the epoch; inject a `ManualClock` to drive throttles and expiry.
-        rate_limit: `X-Rate-Limit-Limit` per one-minute window, counted separately for
-            `/api/v1/*` and the token endpoint; exceeding it answers 429 E0000047.
-        logs_rate_limit: the per-minute limit of `/api/v1/logs`, its own bucket as in Okta
-            (default 20, the lowest tier: a free developer org).
+        rate_limit: the per-minute limit of every bucket not named in `limits` (see `RATE_BUCKETS`:
+            each endpoint family has its own one-minute window, its own `X-Rate-Limit-*` headers
+            and answers 429 E0000047 alone when spent).
+        logs_rate_limit: the per-minute limit of `/api/v1/logs` (default 20, the lowest tier: a
+            free developer org).
+        limits: per-minute limits by bucket name, e.g. `OKTA_RATE_LIMITS` (Okta's published
+            Workforce Identity figures) or `{"/api/v1/users": 600}`; they win over the two above.
+        concurrency_limit: requests in flight at once across the org (Okta's default 75); one more
+            answers 429 E0000047 with `X-Rate-Limit-Limit` and `-Remaining` 0, as Okta reports it.
         itp: the org has Identity Threat Protection, so `GET /users/{id}/risk` answers. Without it
             the route answers `no_itp_status` (403 E0000006 by default, or 404 E0000007): what a
             real org answers there is undocumented, so clients must treat both as "unknown".
@@ -689,6 +749,8 @@ class FakeOkta(FakeService):
         clock: Callable[[], float] = time.time,
         rate_limit: int = 600,
         logs_rate_limit: int = 20,
+        limits: Mapping[str, int] | None = None,
+        concurrency_limit: int = 75,
         itp: bool = True,
         tac: bool = True,
     ) -> None:
@@ -697,6 +759,12 @@ class FakeOkta(FakeService):
         self.clock = clock
         self.rate_limit = rate_limit
         self.logs_rate_limit = logs_rate_limit
+        unknown = set(limits or ()) - set(RATE_BUCKETS)
+        if unknown:
+            raise ValueError(f"unknown rate-limit buckets {sorted(unknown)}; known: {list(RATE_BUCKETS)}")
+        self.limits: dict[str, int] = dict(limits or {})
+        self.concurrency_limit = concurrency_limit
+        self.in_flight = 0
         self.itp = itp
         self.no_itp_status = 403
         self.tac = tac
@@ -740,6 +808,7 @@ class FakeOkta(FakeService):
         self._hangs: list[_Scripted] = []
         self._hang_release = asyncio.Event()
         self._windows: dict[str, tuple[int, int]] = {}
+        self.rate_limited: dict[str, int] = {}  # 429 E0000047 answered, by bucket ("concurrency": in flight)
         self.app.middlewares.append(self._okta_middleware)
         self._add_routes()
 
@@ -1139,6 +1208,15 @@ class FakeOkta(FakeService):
         self._hang_release.clear()
         self._hangs.extend(_Scripted(path_prefix, seconds) for _ in range(n))
 
+    def reset_rate_limits(self) -> None:
+        """Every bucket starts a fresh window now (a bench sets up its scene without spending the budget)."""
+        self._windows.clear()
+        self.rate_limited.clear()
+
+    def release_hangs(self) -> None:
+        """Hung requests answer now."""
+        self._hang_release.set()
+
     def register_client(
         self,
         client_id: str,
@@ -1206,16 +1284,20 @@ class FakeOkta(FakeService):
         return None
 
     @staticmethod
-    def _bucket(path: str) -> str:
-        """Okta limits endpoint families separately: the token endpoint, the System Log, the rest."""
-        if path.startswith("/oauth2/"):
-            return "token"
-        if path == "/api/v1/logs" or path.startswith("/api/v1/logs/"):
-            return "logs"
-        return "api"
+    def _bucket(method: str, path: str) -> str:
+        """The rate-limit bucket of one request (a key of `RATE_BUCKETS`)."""
+        return rate_bucket(method, path)
 
     def _bucket_limit(self, bucket: str) -> int:
-        return self.logs_rate_limit if bucket == "logs" else self.rate_limit
+        if bucket in self.limits:
+            return self.limits[bucket]
+        return self.logs_rate_limit if bucket == LOGS_BUCKET else self.rate_limit
+
+    def bucket_remaining(self, bucket: str) -> int:
+        """What `X-Rate-Limit-Remaining` of `bucket` would say now (benches and tests read it)."""
+        window = int(self.clock() // 60)
+        start, count = self._windows.get(bucket, (window, 0))
+        return max(0, self._bucket_limit(bucket) - (count if start == window else 0))
 
     def _rate_headers(self, bucket: str, *, remaining: int | None = None, reset: float | None = None) -> dict:
         now = self.clock()
@@ -1250,10 +1332,33 @@ class FakeOkta(FakeService):
 
     @web.middleware
     async def _okta_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        path = request.path
-        bucket = self._bucket(path)
         request_id = secrets.token_urlsafe(20)[:27]
         request[REQUEST_ID] = request_id
+        if self.in_flight >= self.concurrency_limit:
+            # Okta reports a concurrency violation in the same headers: Limit and Remaining 0, and a
+            # Reset that is only an estimate.
+            self.rate_limited["concurrency"] = self.rate_limited.get("concurrency", 0) + 1
+            response = json_response(
+                self._error_body("E0000047", "API call exceeded rate limit due to too many requests."), 429
+            )
+            response.headers.update(
+                {
+                    "X-Rate-Limit-Limit": "0",
+                    "X-Rate-Limit-Remaining": "0",
+                    "X-Rate-Limit-Reset": str(int(self.clock()) + 1),
+                    "X-Okta-Request-Id": request_id,
+                }
+            )
+            return response
+        self.in_flight += 1
+        try:
+            return await self._answer(request, handler, request_id)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request, handler: Any, request_id: str) -> web.StreamResponse:
+        path = request.path
+        bucket = self._bucket(request.method, path)
         hang = self._take(self._hangs, path)
         if hang is not None:
             with contextlib.suppress(TimeoutError):
@@ -1270,6 +1375,8 @@ class FakeOkta(FakeService):
                 response = web.Response(status=status, text=f"{status} {_reason(status)}", content_type="text/html")
         elif forced is not None or count > self._bucket_limit(bucket):
             reset = self.clock() + forced.value if forced is not None else None
+            if forced is None:
+                self.rate_limited[bucket] = self.rate_limited.get(bucket, 0) + 1
             response = json_response(
                 self._error_body("E0000047", "API call exceeded rate limit due to too many requests."), 429
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -18,7 +19,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta, ManualClock, PushOutcome, parse_search
+from sandbox.okta import (
+    DEFAULT_API_TOKEN,
+    OKTA_RATE_LIMITS,
+    RATE_BUCKETS,
+    FakeOkta,
+    ManualClock,
+    PushOutcome,
+    parse_search,
+    rate_bucket,
+)
 from sandbox.okta_data import (
     ADMIN,
     ADMINS_GROUP,
@@ -631,6 +641,119 @@ async def test_exceeding_the_limit_is_429_until_the_window_resets(clock: ManualC
             assert statuses == [200, 200, 200, 429]
             clock.advance(60)
             assert (await client.get(f"/api/v1/users/{ALICE}")).status_code == 200
+    finally:
+        await okta.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "bucket"),
+    [
+        ("GET", "/api/v1/users", "/api/v1/users"),
+        ("POST", "/api/v1/users", "/api/v1/users"),
+        ("GET", "/api/v1/users/00u1/factors", "/api/v1/users"),
+        ("POST", "/api/v1/users/00u1/factors/opf1/verify", "/api/v1/users"),
+        ("GET", "/api/v1/users/00u1/factors/opf1/transactions/v2mst.x", "/api/v1/users"),
+        ("POST", "/api/v1/users/00u1/lifecycle/reset_factors", "/api/v1/users"),
+        ("GET", "/api/v1/users/00u1/groups", "/api/v1/users"),
+        ("GET", "/api/v1/users/00u1", "/api/v1/users/{id}"),
+        ("GET", "/api/v1/users/alice@example.com", "/api/v1/users/{id}"),
+        ("POST", "/api/v1/users/00u1", "/api/v1/users/{id} POST/PUT/DELETE"),
+        ("DELETE", "/api/v1/users/00u1", "/api/v1/users/{id} POST/PUT/DELETE"),
+        ("GET", "/api/v1/groups", "/api/v1/groups"),
+        ("GET", "/api/v1/groups/00g1/users", "/api/v1/groups"),
+        ("GET", "/api/v1/groups/00g1", "/api/v1/groups/{id}"),
+        ("GET", "/api/v1/logs", "/api/v1/logs"),
+        ("GET", "/api/v1/authenticators", "/api/v1"),
+        ("POST", "/oauth2/v1/token", "/oauth2/v1/token"),
+    ],
+)
+def test_requests_count_against_their_endpoint_family(method: str, path: str, bucket: str) -> None:
+    """Each request falls in one of Okta's buckets: a user's sub-resources with /api/v1/users, a user GET alone."""
+    assert rate_bucket(method, path) == bucket
+    assert bucket in RATE_BUCKETS
+
+
+def test_published_limits_are_okta_workforce_figures() -> None:
+    """OKTA_RATE_LIMITS holds Okta's published per-minute figures; an unknown bucket name is refused."""
+    assert OKTA_RATE_LIMITS["/api/v1/users"] == 600
+    assert OKTA_RATE_LIMITS["/api/v1/users/{id}"] == 2000
+    assert OKTA_RATE_LIMITS["/api/v1/logs"] == 120
+    with pytest.raises(ValueError, match="unknown rate-limit bucket"):
+        FakeOkta(limits={"/api/v1/userz": 1})
+
+
+async def test_each_bucket_has_its_own_headers(clock: ManualClock) -> None:
+    """Search, factors, verify and poll share /api/v1/users' window; a user GET and groups count their own."""
+    okta = FakeOkta.with_demo_data(
+        api_token=TOKEN, clock=clock, limits={"/api/v1/users": 10, "/api/v1/users/{id}": 7, "/api/v1/groups": 3}
+    )
+    url = await okta.start()
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=SSWS) as http:
+            answers = [
+                await http.get("/api/v1/users", params={"search": 'profile.login sw "ali"'}),
+                await http.get(f"/api/v1/users/{ALICE}/factors"),
+                push := await http.post(
+                    f"/api/v1/users/{ALICE}/factors/{ALICE_PUSH}/verify",
+                    json={"useNumberMatchingChallenge": True},
+                    headers={"User-Agent": "test"},
+                ),
+                await http.get(push.json()["_links"]["poll"]["href"]),
+            ]
+            assert [r.status_code for r in answers] == [200, 200, 201, 200]
+            assert [r.headers["X-Rate-Limit-Limit"] for r in answers] == ["10"] * 4
+            assert [r.headers["X-Rate-Limit-Remaining"] for r in answers] == ["9", "8", "7", "6"]
+            user = await http.get(f"/api/v1/users/{ALICE}")
+            assert (user.headers["X-Rate-Limit-Limit"], user.headers["X-Rate-Limit-Remaining"]) == ("7", "6")
+            groups = await http.get("/api/v1/groups")
+            assert (groups.headers["X-Rate-Limit-Limit"], groups.headers["X-Rate-Limit-Remaining"]) == ("3", "2")
+            resets = {int(r.headers["X-Rate-Limit-Reset"]) for r in [*answers, user, groups]}
+            assert resets == {(int(clock()) // 60 + 1) * 60}  # the next minute boundary, epoch seconds
+            assert okta.bucket_remaining("/api/v1/users") == 6
+    finally:
+        await okta.stop()
+
+
+async def test_a_spent_bucket_answers_429_alone_until_its_window_resets(clock: ManualClock, schema: Validate) -> None:
+    """/api/v1/users at its limit: 429 E0000047 with Remaining 0 there, other buckets answer; next minute fresh."""
+    okta = FakeOkta.with_demo_data(api_token=TOKEN, clock=clock, limits={"/api/v1/users": 2})
+    url = await okta.start()
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=SSWS) as http:
+            statuses = [(await http.get(f"/api/v1/users/{ALICE}/factors")).status_code for _ in range(2)]
+            spent = await http.get("/api/v1/users", params={"q": "ali"})
+            assert statuses == [200, 200]
+            schema("Error", assert_okta_error(spent, 429, "E0000047"))
+            assert spent.headers["X-Rate-Limit-Limit"] == "2"
+            assert spent.headers["X-Rate-Limit-Remaining"] == "0"
+            assert int(spent.headers["X-Rate-Limit-Reset"]) == (int(clock()) // 60 + 1) * 60
+            assert (await http.get(f"/api/v1/users/{ALICE}")).status_code == 200  # its own bucket
+            assert (await http.get("/api/v1/groups")).status_code == 200
+            clock.advance(60 - clock() % 60)
+            fresh = await http.get(f"/api/v1/users/{ALICE}/factors")
+            assert fresh.status_code == 200
+            assert fresh.headers["X-Rate-Limit-Remaining"] == "1"
+    finally:
+        await okta.stop()
+
+
+async def test_one_request_over_the_concurrency_limit_is_429_with_zero_limit(clock: ManualClock) -> None:
+    """With concurrency_limit=1 and one request in flight, the next is 429 E0000047, Limit and Remaining 0."""
+    okta = FakeOkta.with_demo_data(api_token=TOKEN, clock=clock, concurrency_limit=1)
+    url = await okta.start()
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=SSWS, timeout=5) as http:
+            okta.hang_next(30, path_prefix="/api/v1/logs")
+            slow = asyncio.create_task(http.get("/api/v1/logs"))
+            await okta.wait_for_call("GET", "/api/v1/logs")
+            over = await http.get(f"/api/v1/users/{ALICE}")
+            assert_okta_error(over, 429, "E0000047")
+            assert (over.headers["X-Rate-Limit-Limit"], over.headers["X-Rate-Limit-Remaining"]) == ("0", "0")
+            assert int(over.headers["X-Rate-Limit-Reset"]) >= int(clock())
+            okta.release_hangs()
+            assert (await slow).status_code == 200
+            assert okta.in_flight == 0
+            assert (await http.get(f"/api/v1/users/{ALICE}")).status_code == 200
     finally:
         await okta.stop()
 

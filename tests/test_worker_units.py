@@ -9,7 +9,7 @@ import pytest
 
 from services.okta_worker.case import admin_console_url
 from services.okta_worker.factors import attribute_matches, describe, mask_email, mask_phone
-from services.okta_worker.okta_client import OktaClient
+from services.okta_worker.okta_client import USERS_BUCKET, OktaClient, RateLimit
 from services.okta_worker.pacer import PollPacer
 from services.okta_worker.search import search_expression
 from shared.settings import Settings
@@ -61,17 +61,18 @@ def test_a_late_poll_catches_up_to_its_grid_by_at_most_a_tenth() -> None:
     """A poll 50 ms late aims the next one at the grid; 1 s late closes only 0.3 s, so Okta is not crowded."""
     pacer = _pacer()
     assert pacer.lead == pytest.approx(0.2)
-    assert pacer.delay(since_first=6.05) == pytest.approx(3.0 - 0.05 - 0.2)
-    assert pacer.delay(since_first=7.0) == pytest.approx(3.0 - 0.3 - 0.2)
+    assert pacer.delay(since_first=36.05) == pytest.approx(3.0 - 0.05 - 0.2)  # past the early seconds
+    assert pacer.delay(since_first=37.0) == pytest.approx(3.0 - 0.3 - 0.2)
     # Without a grid (a job from before first_poll_at existed): one interval from the poll's start.
     assert pacer.delay(spent=0.04) == pytest.approx(2.96)
 
 
 def test_a_job_back_early_waits_for_its_tick_and_a_late_one_polls_at_once() -> None:
     pacer = _pacer()
-    assert pacer.until_tick(5.85) == pytest.approx(0.15)
-    assert pacer.until_tick(6.05) == 0.0
-    assert pacer.until_tick(4.0) == 0.0  # two seconds ahead is not "early": a slowed-down poll
+    assert pacer.until_tick(35.85) == pytest.approx(0.15)
+    assert pacer.until_tick(36.05) == 0.0
+    assert pacer.until_tick(34.0) == 0.0  # two seconds ahead is not "early": a slowed-down poll
+    assert pacer.until_tick(5.3) == 0.0 and pacer.until_tick(5.9) == pytest.approx(0.1)  # early: 0.75 s ticks
 
 
 def test_polls_of_one_push_stay_one_interval_apart_whatever_the_redelivery_lag() -> None:
@@ -83,7 +84,7 @@ def test_polls_of_one_push_stay_one_interval_apart_whatever_the_redelivery_lag()
     pacer = _pacer()
     rng = random.Random(7)
     polls: list[float] = []
-    now = 0.0  # the first poll, the grid's origin
+    now = 30.0  # 30 s after the first poll (the grid's origin): past the early seconds
     for n in range(40):
         now += pacer.until_tick(now)
         polls.append(now)
@@ -95,3 +96,94 @@ def test_polls_of_one_push_stay_one_interval_apart_whatever_the_redelivery_lag()
     assert gaps[20] == pytest.approx(3.0 + 0.9 - pacer.lead, abs=0.06)
     assert all(3.0 - 0.3 - pacer.lead <= g <= 3.0 + 0.005 for g in gaps[21:])
     assert abs(gaps[-1] - 3.0) < 0.005  # back on the grid
+
+
+NOW = 1_800_000_010.0  # ten seconds into a rate-limit window (windows end on whole minutes)
+RESET = 1_800_000_060.0
+
+
+def _with_budget(remaining: int, limit: int = 600, interval: float = 3.0) -> PollPacer:
+    pacer = _pacer(interval)
+    pacer.okta.rates[USERS_BUCKET] = RateLimit(limit=limit, remaining=remaining, reset=RESET, seen_at=NOW)
+    return pacer
+
+
+def test_a_young_push_is_polled_every_three_quarters_of_a_second_then_every_interval() -> None:
+    """In its first 20 s a push's grid step is 0.75 s (a divisor of the interval), after that the interval."""
+    pacer = _with_budget(600)
+    assert pacer.step == pytest.approx(0.75)
+    assert pacer.delay(now=NOW, since_first=0.02) == pytest.approx(0.75 - 0.02 - 0.2)
+    assert pacer.delay(now=NOW, since_first=14.25) == pytest.approx(0.75 - 0.2)
+    assert pacer.delay(now=NOW, since_first=21.0) == pytest.approx(3.0 - 0.2)
+    assert _pacer(0.5).step == 0.5  # an interval already short has no early step
+    assert _pacer(10.0).step == pytest.approx(10 / 13)
+
+
+def test_the_early_step_needs_budget_to_spare() -> None:
+    """When this replica polls faster than the budget left above the reserve allows, young pushes wait an interval."""
+    pacer = _with_budget(600)
+    pacer.poll_rate = 5.0  # the budget allows (600 − 120) / 50 s = 9.6 polls/s
+    assert pacer.early_allowed(pacer.budget(NOW), NOW)
+    pacer.poll_rate = 12.0
+    assert not pacer.early_allowed(pacer.budget(NOW), NOW)
+    pacer = _with_budget(600)
+    for _ in range(12):  # twelve polls in the second before
+        pacer.delay(now=NOW - 1, since_first=30.0)
+    assert pacer.delay(now=NOW, since_first=6.0) == pytest.approx(3.0 - 0.2)
+    assert pacer.poll_rate == 12
+    pacer.poll_rate = 150.0  # past EARLY_MAX_RATE: no early step, whatever Okta's budget
+    assert not pacer.early_allowed(None, NOW)
+
+
+def test_polls_leave_the_reserve_to_agents() -> None:
+    """With 130 of 600 left, polls take the 10 above the reserve (120) spread to the reset, the rest wait for it."""
+    pacer = _with_budget(130)
+    due = [NOW + pacer.delay(now=NOW, since_first=30.0) for _ in range(25)]
+    this_window = [t for t in due if t < RESET]
+    assert len(this_window) == 10
+    assert this_window == sorted(this_window) and this_window[-1] - this_window[0] > 40  # spread, not a burst
+    assert all(t >= RESET for t in due[10:])
+
+
+def test_at_the_reserve_polls_wait_for_the_next_window() -> None:
+    """Remaining at the reserve: every poll goes after the reset, paced at the new window's share."""
+    pacer = _with_budget(120)
+    due = [NOW + pacer.delay(now=NOW, since_first=30.0) for _ in range(48)]
+    assert min(due) >= RESET
+    assert max(due) - min(due) == pytest.approx(47 * 60 / 480, abs=0.6)  # 480 polls a minute at most
+
+
+def test_many_pending_pushes_share_the_budget_and_back_off_near_the_limit() -> None:
+    """200 pushes at once: within the window polls never exceed what is left above the reserve; the less is
+    left, the longer each push waits."""
+
+    def waits(remaining: int) -> list[float]:
+        pacer = _with_budget(remaining)
+        return [pacer.delay(now=NOW, since_first=30.0) for _ in range(200)]
+
+    plenty, short = waits(600), waits(300)
+    assert sum(NOW + w < RESET for w in plenty) == 200  # 480 above the reserve: all in this window
+    assert sum(NOW + w < RESET for w in short) == 180  # 180 above it
+    assert max(plenty) < max(short)
+    assert plenty[-1] == pytest.approx(200 * 50 / 480, abs=0.5)  # evenly: one every 50 s / 480
+
+
+def test_headers_of_an_ended_window_stand_for_a_fresh_one() -> None:
+    """After the reset the budget is the full limit again, until one minute later."""
+    pacer = _with_budget(0)
+    fresh = pacer.budget(RESET + 5)
+    assert fresh is not None and (fresh.remaining, fresh.reset) == (600, RESET + 60)
+    assert pacer.budget(NOW) == RateLimit(600, 0, RESET, NOW)
+
+
+def test_polls_sent_since_the_headers_count_until_okta_counts_them() -> None:
+    """200 first polls going out after the last headers: the quota left for booked polls drops by 200."""
+    pacer = _pacer()
+    pacer.okta.rates[USERS_BUCKET] = RateLimit(limit=600, remaining=600, reset=RESET, seen_at=NOW - 1)
+    rate = pacer.budget(NOW)
+    assert rate is not None and pacer.quota(rate, NOW) == 480
+    for _ in range(200):
+        assert pacer.until_tick(0.0, now=NOW) == 0.0
+    assert pacer.quota(rate, NOW) == 280
+    seen = RateLimit(limit=600, remaining=400, reset=RESET, seen_at=NOW + 1)  # headers that count them
+    assert pacer.quota(seen, NOW + 1) == 280

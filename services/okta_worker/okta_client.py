@@ -12,7 +12,8 @@ Optional org features answer "unknown" rather than fail: :meth:`OktaClient.user_
 where the org has no Identity Threat Protection (403 or 404), :meth:`OktaClient.tac_authenticator_id`
 None where no Temporary Access Code authenticator is active or readable.
 
-Every answer's ``X-Rate-Limit-*`` headers are recorded (:attr:`OktaClient.rate`). A 429 is waited out
+Every answer's ``X-Rate-Limit-*`` headers are recorded, per Okta bucket (:attr:`OktaClient.rates`,
+:func:`rate_bucket`). A 429 is waited out
 until ``Reset`` (plus jitter) when that is soon, else raised. Timeouts and 5xx are retried with capped,
 jittered backoff **only** for idempotent calls (GET, DELETE): a verify POST may have sent an SMS.
 
@@ -541,6 +542,30 @@ def _retry_after(resp: httpx.Response, default: float, now: float | None = None)
     return default
 
 
+USERS_BUCKET = "/api/v1/users"
+
+
+def rate_bucket(method: str, path: str) -> str:
+    """Okta's rate-limit bucket of one request: each family has its own per-minute window and headers.
+
+    A user's sub-resources (factors, verify, push polls, lifecycle, groups) share ``/api/v1/users``
+    with the search; a GET of one user, a group, the System Log and the token endpoint have their own.
+    """
+    if path.startswith("/oauth2/"):
+        return "/oauth2/v1/token"
+    parts = path.rstrip("/").split("/")
+    family = parts[3] if len(parts) > 3 and parts[1:3] == ["api", "v1"] else ""
+    if family == "users":
+        if len(parts) == 5 and parts[4] != "me":
+            return "/api/v1/users/{id}" if method in ("GET", "HEAD") else "/api/v1/users/{id} POST/PUT/DELETE"
+        return USERS_BUCKET
+    if family == "groups":
+        return "/api/v1/groups/{id}" if len(parts) == 5 else "/api/v1/groups"
+    if family == "logs":
+        return "/api/v1/logs"
+    return "/api/v1"
+
+
 def _endpoint(method: str, path: str) -> str:
     """A low-cardinality name for metrics: ids replaced by placeholders."""
     parts = path.split("/")
@@ -599,7 +624,8 @@ class OktaClient:
         self.retries = retries
         self.backoff = backoff
         self.clock = clock
-        self.rate: RateLimit | None = None
+        self.rate: RateLimit | None = None  # the last answer's, whatever its bucket
+        self.rates: dict[str, RateLimit] = {}  # the last seen per bucket (``rate_bucket``)
         self.status = "unknown"  # last seen: ok, unavailable, rate_limited, misconfigured
         self.status_at: float | None = None
 
@@ -647,7 +673,9 @@ class OktaClient:
         if idempotency is None:
             idempotency = "idempotent" if method in ("GET", "HEAD", "DELETE") else "once"
         wait_budget = self.rate_limit_wait if rate_limit_wait is None else rate_limit_wait
-        endpoint = _endpoint(method, urlsplit(url).path)
+        path = urlsplit(url).path
+        endpoint = _endpoint(method, path)
+        bucket = rate_bucket(method, path)
         attempt = 0
         reauthed = False
         nonce_retried = False
@@ -674,6 +702,8 @@ class OktaClient:
             rate = RateLimit.from_headers(resp.headers, self.clock())
             if rate is not None:
                 self.rate = rate
+                if rate.limit > 0:  # Limit 0: a concurrency violation, not the bucket's window
+                    self.rates[bucket] = rate
                 metrics.RATE_REMAINING.set(rate.remaining)
             status = resp.status_code
             if status < 400 or status in accept_status:
