@@ -330,3 +330,30 @@ async def test_a_temporary_access_code_is_offered_where_the_org_has_one(settings
         assert code not in str([s.model_dump() for s in h.snapshots])
         assert code not in str([a.model_dump() for a in h.audits])
         assert code not in str([n.model_dump(mode="json") for n in notices])
+
+
+async def test_with_approver_manager_only_the_targets_manager_decides(
+    settings: Settings, bus: Bus, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """approver = "manager": the request goes to the manager's DM (by email); another agent's Approve is
+    refused; the manager's counts."""
+    from sandbox.okta_data import MANAGER_EMAIL
+
+    monkeypatch.setitem(flows.SLACK_EMAILS, "U0MANAGR1", MANAGER_EMAIL)
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[approvals]\napprover = "manager"\n')
+    async with assured(settings, bus, helpdesk_policy=policy) as (h, notices):
+        snap = await h.verified(ALICE, ALICE_PUSH)
+        await h.send(h.cmd(snap, RequestApproval, action=ActionKind.RESET_ALL_FACTORS))
+        request: ApprovalNotice = await h.wait(
+            lambda: next((n for n in notices if isinstance(n, ApprovalNotice)), None)
+        )
+        assert request.manager_email == MANAGER_EMAIL and request.channel_id is None
+        await h.send(DecideApproval(agent=h.actor(APPROVER_SLACK), approval_token=request.approval_token, approve=True))
+        refused = await h.audit("case.approval_refused", snap.case_id, category="security")
+        assert refused.details["reason"] == "not_manager"
+        await h.send(DecideApproval(agent=h.actor("U0MANAGR1"), approval_token=request.approval_token, approve=True))
+        await h.audit("case.approval_approved", snap.case_id)
+        approved = h.last(snap.case_id)
+        assert approved.approval and approved.approval.decided_by == "U0MANAGR1"
+        assert ActionKind.RESET_ALL_FACTORS in approved.actions
