@@ -69,3 +69,18 @@ async def test_a_ticket_note_that_failed_is_a_warning_in_the_case(settings: Sett
         assert shown.notice is not None and shown.notice.level == "warning"
         assert "INC0099999" in shown.notice.text and "no such ticket" in shown.notice.text
         assert shown.state == snap.state
+
+
+async def test_every_refusal_shown_to_the_agent_is_also_recorded(settings: Settings, bus: Bus) -> None:
+    """A refusal without an audit event of its own (here: a factor not of this user) is case.refused."""
+    from sandbox.okta_data import ALICE
+    from shared.messages import ChallengeFactor
+
+    async with harness(settings, bus) as h:
+        snap = await h.select(await h.open(), ALICE)
+        await h.send(h.cmd(snap, ChallengeFactor, factor_id="opfnotalices00000001"))
+        shown = await h.notice(snap.case_id, snap.revision)
+        assert shown.notice is not None and "not one of this user's factors" in shown.notice.text
+        event = await h.audit("case.refused", snap.case_id)
+        assert event.outcome == "refused" and event.details["reason"] == "refused"
+        assert event.details["revision"] == shown.revision

@@ -120,7 +120,7 @@ async def request_approval(ctx: WorkerContext, cmd: RequestApproval, command_id:
         await ctx.notify(case_id, CaseRefused(exc.message), cmd.view)
         return
     except CaseRefused as refused:
-        after = await ctx.notify(case_id, refused, cmd.view)
+        after = await ctx.notify(case_id, refused, cmd.view, audited=True)
         if after is not None:
             await ctx.audit(after, "case.approval_requested", "refused", reason=refused.reason)
         return

@@ -195,14 +195,22 @@ class WorkerContext:
         if case.target is not None or case.state == CaseState.DENIED:
             await self.agents.record(case.agent.user_id, self.engine.recent(case))
 
-    async def notify(self, case_id: str, refused: CaseRefused, view: Any = None) -> Case | None:
-        """Show a refusal to the agent as a notice on the case."""
+    async def notify(
+        self, case_id: str, refused: CaseRefused, view: Any = None, *, audited: bool = False
+    ) -> Case | None:
+        """Show a refusal to the agent as a notice on the case, and record it: ``case.refused`` with its
+        reason, in the same write — unless the caller records it under a name of its own (``audited``)."""
         now = self.clock()
+
+        def event(case: Case) -> AuditEvent:
+            return self.audit_event(case, "case.refused", "refused", reason=refused.reason)
+
         try:
             _, after = await self.apply(
                 case_id,
                 lambda c: self.engine.with_notice(c, now, refused.message, retry_in=refused.retry_in),
                 view,
+                audit=None if audited else event,
             )
         except StaleEvent:
             return None

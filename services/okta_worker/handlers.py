@@ -217,7 +217,7 @@ async def select_user(ctx: WorkerContext, cmd: SelectUser, command_id: str) -> N
                 "own_account",
             )
     except CaseRefused as refused:
-        after = await ctx.notify(case_id, refused, cmd.view)
+        after = await ctx.notify(case_id, refused, cmd.view, audited=refused.reason == "own_account")
         if after is not None and refused.reason == "own_account":
             await ctx.audit(
                 after,
@@ -314,7 +314,7 @@ async def challenge_factor(ctx: WorkerContext, cmd: ChallengeFactor, command_id:
     try:
         option = ctx.engine.check_challenge(case, cmd.factor_id)
     except CaseRefused as refused:
-        after = await ctx.notify(case_id, refused, cmd.view)
+        after = await ctx.notify(case_id, refused, cmd.view, audited=refused.reason == "attribute_limit")
         if after is not None and refused.reason == "attribute_limit":
             await ctx.audit(after, "case.limit_hit", "refused", severity="warning", factor_type=ATTRIBUTE)
         return
@@ -355,7 +355,7 @@ async def _send_challenge(
             f"limit against push bombing and guessing. Try again in about {minutes} min, or escalate.",
             "limit",
         )
-        after = await ctx.notify(case_id, limited, cmd.view)
+        after = await ctx.notify(case_id, limited, cmd.view, audited=True)
         metrics.CHALLENGES.labels(option.factor_type, "limited").inc()
         if after is not None:
             await ctx.audit(
@@ -815,7 +815,7 @@ async def _action_refused(
         with contextlib.suppress(StaleEvent, CaseRefused):
             await ctx.apply(case_id, lambda c: engine.verification_expired(c, ctx.clock()), cmd.view)
         return
-    after = await ctx.notify(case_id, refused, cmd.view)
+    after = await ctx.notify(case_id, refused, cmd.view, audited=True)
     if after is not None:
         action = "case.escalated" if refused.reason in ("escalate", "not_allowed") else "case.action"
         await ctx.audit(
