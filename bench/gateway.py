@@ -3,6 +3,7 @@
     .venv/bin/python bench/gateway.py                      # ~1 min, prints a table, stops by itself
     .venv/bin/python bench/gateway.py --seconds 3 --connections 8
     .venv/bin/python bench/gateway.py --loadgen python     # without wrk (slower generator, lower ceilings)
+    BENCH_PROFILE=/tmp/prof .venv/bin/python bench/gateway.py   # each server under cProfile (slower)
 
 It starts its own nats-server (``EmbeddedNats``), then, one at a time, two servers in child
 processes: the gateway (the real ``create_app``: signature check, parsing, ``OpenCase`` published to
@@ -13,7 +14,9 @@ wrk (a Lua script reads pre-signed requests from a file; ``apt-get install wrk``
 ``--loadgen python``, an aiohttp closed-loop generator. Printed: requests/s, p50/p99 latency and
 non-2xx answers, at 8 and 64 connections, side by side; the gateway's throughput as a share of the
 floor's and a multiple of bolt's; how many commands reached the stream. With ``BENCH_RESULTS=<file>``
-those ratios are appended to the file as one JSON line (``bench/report.py``).
+those ratios are appended to the file as one JSON line (``bench/report.py``). With
+``BENCH_PROFILE=<dir>`` each server runs under cProfile, written to ``<dir>/<server>-<conns>.prof``
+when it stops (its figures are then the profiler's, not the server's).
 """
 
 from __future__ import annotations
@@ -232,10 +235,15 @@ def cpu_seconds(pid: int | None) -> float:
 class Child:
     """A server in its own process, started with ``--serve`` and stopped by closing its stdin."""
 
-    def __init__(self, kind: str, port: int, nats_url: str, use_uvloop: bool) -> None:
+    def __init__(self, kind: str, port: int, nats_url: str, use_uvloop: bool, profile_as: str = "") -> None:
         self.kind = kind
         self.port = port
-        self.args = [str(SELF), "--serve", kind, "--port", str(port), "--nats-url", nats_url]
+        profile = (
+            ["-m", "cProfile", "-o", str(Path(p) / f"{profile_as or kind}.prof")]
+            if (p := os.environ.get("BENCH_PROFILE"))
+            else []
+        )
+        self.args = [*profile, str(SELF), "--serve", kind, "--port", str(port), "--nats-url", nats_url]
         if not use_uvloop:
             self.args.append("--asyncio")
         self.proc: asyncio.subprocess.Process | None = None
@@ -450,7 +458,7 @@ async def bench(args: argparse.Namespace) -> None:
                         if args.warmup:
                             count = int(REQUESTS_PER_SECOND_CEILING * args.warmup)
                             warm_script, _ = write_requests(Path(tmp), run + "w", count, threads)
-                    async with Child(kind, port, server.url, args.uvloop) as child:
+                    async with Child(kind, port, server.url, args.uvloop, f"{kind}-{connections}") as child:
                         if args.warmup:  # connections open, caches and the stream warm
                             if warm_script is not None:
                                 await run_wrk(url, connections, args.warmup, warm_script, threads)

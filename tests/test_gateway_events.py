@@ -94,3 +94,18 @@ def test_a_suggested_user_is_picked_in_the_case() -> None:
     assert decision.command.okta_user_id == "00ualicia00000000001"
     attribute = on_interaction(in_view(ui.ACTION_CHALLENGE, "attr:employeeNumber"), RULES)
     assert isinstance(attribute, Publish)
+
+
+def test_a_slash_command_form_keeps_only_what_is_read_and_still_counts_every_field() -> None:
+    from services.gateway.handlers import SLASH_COMMAND_FIELDS
+    from services.gateway.slack_request import MAX_FORM_FIELDS, parse_form
+
+    body = b"command=%2Fhelpdesk&text=alice+anderson&response_url=https%3A%2F%2Fhooks.slack.com%2Fx&user_id=U1"
+    assert parse_form(body, keep=SLASH_COMMAND_FIELDS) == {
+        "command": "/helpdesk",
+        "text": "alice anderson",
+        "user_id": "U1",
+    }
+    crowded = "&".join(f"f{n}=1" for n in range(MAX_FORM_FIELDS + 1)).encode()
+    with pytest.raises(MalformedRequest):
+        parse_form(crowded, keep=SLASH_COMMAND_FIELDS)

@@ -20,6 +20,7 @@ from typing import Any
 
 from services.gateway import metrics, views
 from services.gateway.handlers import (
+    SLASH_COMMAND_FIELDS,
     Answer,
     Decision,
     Publish,
@@ -159,6 +160,8 @@ class Gateway:
             return Reply()
         if route == "interactions" and payload.get("type") == "block_suggestion":
             route = "options"
+        elif route == "commands":  # a form as a dict: its values as the strings an HTTP form has
+            payload = {str(k): v if isinstance(v, str) else str(v) for k, v in payload.items()}
         reply, outcome = await self._guarded(route, payload)
         self.record(route, outcome, started)
         return reply
@@ -176,7 +179,7 @@ class Gateway:
             return UNAUTHORIZED, "unauthorized"
         try:
             if request.route == "commands":
-                payload: dict[str, Any] = parse_form(request.body)
+                payload: dict[str, Any] = parse_form(request.body, keep=SLASH_COMMAND_FIELDS)
             elif request.route == "events":
                 payload = parse_json(request.body)
             else:
@@ -196,9 +199,8 @@ class Gateway:
             return Reply(400, {"ok": False, "error": "unprocessable"}), "error"
 
     async def _dispatch(self, route: str, payload: dict[str, Any]) -> tuple[Reply, str]:
-        if route == "commands":
-            form = {str(k): v if isinstance(v, str) else str(v) for k, v in payload.items()}
-            return await self.execute(on_slash_command(form, self.rules))
+        if route == "commands":  # a str → str form (parse_form, or handle_socket's)
+            return await self.execute(on_slash_command(payload, self.rules))
         if route == "events":
             return await self.execute(on_event(payload))
         if payload.get("type") == "block_suggestion":

@@ -265,8 +265,17 @@ def _query(text: str) -> str:
 # slash commands
 
 
+# The fields of a slash command that on_slash_command reads: the dispatcher unquotes only these.
+SLASH_COMMAND_FIELDS = frozenset({"command", "text", "user_id", "trigger_id", "team_id", "user_name", "channel_id"})
+# Built once: the same answer for every command while the bus is unreachable.
+COMMAND_UNAVAILABLE = Reply(body=views.unavailable_message())
+
+
 def on_slash_command(form: dict[str, str], rules: Rules) -> Decision:
-    """``/helpdesk [login or name]`` → :class:`OpenCase`; anything else → the ephemeral help."""
+    """``/helpdesk [login or name]`` → :class:`OpenCase`; anything else → the ephemeral help.
+
+    Reads only :data:`SLASH_COMMAND_FIELDS` of ``form``.
+    """
     command = form.get("command", "")
     text = form.get("text", "")
     if command != rules.command or text.strip().lower() in {"help", "?"}:
@@ -282,7 +291,7 @@ def on_slash_command(form: dict[str, str], rules: Rules) -> Decision:
         source="command",
         channel_id=form.get("channel_id") or None,
     )
-    return Publish(command_msg, f"open:{trigger_id}", unavailable=Reply(body=views.unavailable_message()))
+    return Publish(command_msg, f"open:{trigger_id}", unavailable=COMMAND_UNAVAILABLE)
 
 
 # ---------------------------------------------------------------------------------------------
