@@ -124,7 +124,7 @@ async def request_approval(ctx: WorkerContext, cmd: RequestApproval, command_id:
         if after is not None:
             await ctx.audit(after, "case.approval_requested", "refused", reason=refused.reason)
         return
-    if not await claim(ctx, case_id, command_id, cmd.view):
+    if await claim(ctx, case_id, command_id, cmd.view) is None:
         return
     approval_id = uuid.uuid4().hex[:16]
     try:

@@ -2,7 +2,7 @@
 
     case_id = case_of(ctx, cmd)                       # the signed token's case, for this agent
     case = await load(ctx, case_id)
-    if await claim(ctx, case_id, command_id, cmd.view):   # first delivery of a command with effects
+    if await claim(ctx, case_id, command_id, cmd.view) is not None:   # first delivery of one with effects
         ...
     _, after = await ctx.apply(case_id, lambda c: ctx.engine.refreshed(c, ctx.clock()))
     await ctx.audit(after, "case.refreshed", "info")
@@ -259,12 +259,22 @@ class Busy(Exception):
         self.stale = stale
 
 
-async def claim(ctx: WorkerContext, case_id: str, command_id: str, view: Any, intent: Intent | None = None) -> bool:
-    """Mark a command with effects in Okta as taken, with its journal entry; False if it was already.
+async def claim(
+    ctx: WorkerContext,
+    case_id: str,
+    command_id: str,
+    view: Any,
+    intent: Intent | None = None,
+    prepare: Callable[[Case], Case] | None = None,
+) -> Case | None:
+    """Mark a command with effects in Okta as taken, with its journal entry: the case as claimed, or
+    None if it was already (a redelivery).
 
     ``intent`` is recorded in the same compare-and-swap: from then on the call is either recorded with
     its outcome (``CaseEngine.settle``) or found open and reconciled (``journal.reconcile``). While
     another entry is open the command is refused (:class:`Busy`): a second click never sends a second SMS.
+    ``prepare`` checks the freshest case once more and may change it in the same write (an action spends
+    its approval there); its ``CaseRefused`` propagates.
     """
     taken = False
     now = ctx.clock()
@@ -276,11 +286,13 @@ async def claim(ctx: WorkerContext, case_id: str, command_id: str, view: Any, in
             return case
         if intent is not None and case.intent is not None and case.intent.intent_id != command_id:
             raise Busy(case, stale=now - case.intent.started_at > STALE_INTENT)
+        if prepare is not None:
+            case = prepare(case)
         marked = ctx.engine.remember(ctx.engine.seen_view(case, view), command_id)
         return marked.model_copy(update={"intent": intent}) if intent is not None else marked
 
-    await ctx.store.update(case_id, mark)
-    return not taken
+    _, after = await ctx.store.update(case_id, mark)
+    return None if taken else after
 
 
 TRANSIENT_REFUSALS = frozenset({"lookup_failed", "okta_error"})

@@ -31,8 +31,6 @@ from services.okta_worker import metrics
 from services.okta_worker.approvals import approval_notice, decide_approval, report_not_me, request_approval
 from services.okta_worker.case import Case, CaseRefused, Intent, PendingChallenge, StaleEvent
 from services.okta_worker.context import (
-    STALE_INTENT,
-    Busy,
     WorkerContext,
     case_id_for,
     case_of,
@@ -41,7 +39,7 @@ from services.okta_worker.context import (
     recheck_agent,
 )
 from services.okta_worker.factors import ATTRIBUTE, attribute_matches, factor_options
-from services.okta_worker.journal import reconcile, release, take
+from services.okta_worker.journal import release, take
 from services.okta_worker.notify import notify_target, security_channel, send_security_notice
 from services.okta_worker.okta_client import (
     OktaError,
@@ -328,7 +326,7 @@ async def challenge_factor(ctx: WorkerContext, cmd: ChallengeFactor, command_id:
         label=option.label,
         started_at=ctx.clock(),
     )
-    if not await take(ctx, case_id, command_id, cmd.view, intent):
+    if await take(ctx, case_id, command_id, cmd.view, intent) is None:
         found = await ctx.store.get(case_id)
         if found is not None and found[0].challenge is not None and found[0].challenge.command_id == command_id:
             await _ensure_poll_job(ctx, found[0])  # the job may be what failed the first time
@@ -438,7 +436,7 @@ async def submit_code(ctx: WorkerContext, cmd: SubmitCode, command_id: str) -> N
         label=challenge.label,
         started_at=ctx.clock(),
     )
-    if not await take(ctx, case_id, command_id, cmd.view, intent):
+    if await take(ctx, case_id, command_id, cmd.view, intent) is None:
         return
     await _check_code(ctx, cmd, case, challenge, command_id)
     await release(ctx, case_id, command_id)
@@ -698,8 +696,19 @@ async def run_action(ctx: WorkerContext, cmd: RunAction, command_id: str) -> Non
         return
     if await recheck_agent(ctx, cmd, case) is None:
         return
+    intent = Intent(
+        intent_id=command_id, kind="action", action=cmd.action, factor_id=cmd.factor_id, started_at=ctx.clock()
+    )
+
+    def spend(fresh: Case) -> Case:
+        """Checked again on the freshest case; the approval it needs is spent in the same write."""
+        engine.check_action(fresh, cmd.action, cmd.agent, ctx.clock(), cmd.factor_id)
+        if engine.policy.needs_approval(cmd.action, fresh.risk) and (used := engine.approval_used(fresh)):
+            return fresh.model_copy(update={"approval": used})
+        return fresh
+
     try:
-        claimed = await claim_action(ctx, case_id, command_id, cmd)
+        claimed = await take(ctx, case_id, command_id, cmd.view, intent, prepare=spend)
     except CaseRefused as refused:  # the case changed in between (an approval spent, the proof expired)
         await _action_refused(ctx, case_id, cmd, refused, required)
         return
@@ -827,46 +836,6 @@ async def _action_refused(
             reason=refused.reason,
             required=required,
         )
-
-
-async def claim_action(ctx: WorkerContext, case_id: str, command_id: str, cmd: RunAction) -> Case | None:
-    """Claim the command, record its journal entry and spend the approval it needs, in one
-    compare-and-swap; the case as claimed, or None when it must not run (a redelivery — reconciled or
-    published again — or another step in flight). The check runs again on the freshest case
-    (``CaseRefused`` if it fails)."""
-    engine = ctx.engine
-    taken = False
-    now = ctx.clock()
-    intent = Intent(intent_id=command_id, kind="action", action=cmd.action, factor_id=cmd.factor_id, started_at=now)
-
-    def mark(case: Case) -> Case:
-        nonlocal taken
-        taken = command_id in case.handled
-        if taken:
-            return case
-        if case.intent is not None:
-            raise Busy(case, stale=now - case.intent.started_at > STALE_INTENT)
-        engine.check_action(case, cmd.action, cmd.agent, now, cmd.factor_id)
-        case = engine.remember(engine.seen_view(case, cmd.view), command_id).model_copy(update={"intent": intent})
-        if engine.policy.needs_approval(cmd.action, case.risk) and (used := engine.approval_used(case)):
-            case = case.model_copy(update={"approval": used})
-        return case
-
-    try:
-        _, after = await ctx.store.update(case_id, mark)
-    except Busy as busy:
-        if busy.stale:
-            await reconcile(ctx, case_id, cmd.view)
-        else:
-            await ctx.notify(case_id, CaseRefused("The previous step is still running: wait a moment.", "busy"))
-        return None
-    if not taken:
-        return after
-    if after.intent is not None and after.intent.intent_id == command_id:
-        await reconcile(ctx, case_id, cmd.view)  # a redelivery: its first delivery died mid-call
-    else:
-        await ctx.republish(after)
-    return None
 
 
 def _parse_time(raw: str | None) -> datetime | None:

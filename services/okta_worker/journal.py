@@ -25,6 +25,7 @@ reached the user is shown as such, and the agent decides, knowingly, whether to 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -152,8 +153,16 @@ async def reconcile(ctx: WorkerContext, case_id: str, view: Any = None) -> Case 
     return after
 
 
-async def take(ctx: WorkerContext, case_id: str, command_id: str, view: Any, intent: Intent) -> bool:
-    """Claim a command with effects in Okta, its journal entry recorded; False when it must not run.
+async def take(
+    ctx: WorkerContext,
+    case_id: str,
+    command_id: str,
+    view: Any,
+    intent: Intent,
+    prepare: Callable[[Case], Case] | None = None,
+) -> Case | None:
+    """Claim a command with effects in Okta, its journal entry recorded: the case as claimed, or None
+    when it must not run (``prepare``: see :func:`~services.okta_worker.context.claim`).
 
     A redelivery of a command whose entry is still open (its worker died mid-call) is reconciled, one
     whose outcome was recorded gets that revision published again (deduplicated). Another command of the
@@ -161,23 +170,24 @@ async def take(ctx: WorkerContext, case_id: str, command_id: str, view: Any, int
     the agent decides again from what it says.
     """
     try:
-        if await claim(ctx, case_id, command_id, view, intent):
-            return True
+        claimed = await claim(ctx, case_id, command_id, view, intent, prepare)
     except Busy as busy:
         if busy.stale:
             await reconcile(ctx, case_id, view)
         else:
             await ctx.notify(case_id, CaseRefused("The previous step is still running: wait a moment.", "busy"), view)
-        return False
+        return None
+    if claimed is not None:
+        return claimed
     found = await ctx.store.get(case_id)
     if found is None:
-        return False
+        return None
     case = found[0]
     if case.intent is not None and case.intent.intent_id == command_id:
         await reconcile(ctx, case_id, view)
     else:
         await ctx.republish(case)
-    return False
+    return None
 
 
 async def release(ctx: WorkerContext, case_id: str, command_id: str) -> None:
