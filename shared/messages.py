@@ -350,6 +350,15 @@ class PollPush(Message):
     first_poll_at: datetime | None = None
 
 
+class ExpireApproval(Message):
+    """End an approval request nobody decided in time: it comes back (nak with delay) until then."""
+
+    SUBJECT = "helpdesk.job.approval_expiry"
+    case_id: str
+    approval_id: str
+    expires_at: datetime
+
+
 # ---------------------------------------------------------------------------------------------
 # Case snapshots: okta_worker → slack_responder (JetStream stream HELPDESK_CASE). Never a secret.
 
@@ -727,6 +736,7 @@ _MESSAGE_TYPES: tuple[type[Message], ...] = (
     *COMMANDS,
     *NOTICES,
     PollPush,
+    ExpireApproval,
     CaseSnapshot,
     RefusalNotice,
     StartOffer,

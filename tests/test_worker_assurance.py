@@ -357,3 +357,26 @@ async def test_with_approver_manager_only_the_targets_manager_decides(
         approved = h.last(snap.case_id)
         assert approved.approval and approved.approval.decided_by == "U0MANAGR1"
         assert ActionKind.RESET_ALL_FACTORS in approved.actions
+
+
+async def test_a_request_nobody_decides_expires_and_says_so(settings: Settings, bus: Bus, tmp_path: Any) -> None:
+    """The request ends by itself: the case says it expired, the request loses its buttons, audited."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[approvals]\nvalid_minutes = 0.02\n")  # 1.2 s
+    async with assured(settings, bus, helpdesk_policy=policy) as (h, notices):
+        snap = await h.verified(ALICE, ALICE_PUSH)
+        await h.send(h.cmd(snap, RequestApproval, action=ActionKind.RESET_ALL_FACTORS))
+        expired = await h.wait(
+            lambda: next(
+                (n for n in notices if isinstance(n, ApprovalNotice) and n.approval.status == ApprovalStatus.EXPIRED),
+                None,
+            )
+        )
+        assert expired.approval.action == ActionKind.RESET_ALL_FACTORS
+        await h.audit("case.approval_expired", snap.case_id)
+        last = h.last(snap.case_id)
+        assert last.approval and last.approval.status == ApprovalStatus.EXPIRED
+        assert last.notice and "in time" in last.notice.text
+        refused = await run(h, last, ActionKind.RESET_ALL_FACTORS)  # still refused
+        assert refused.notice and refused.notice.level == "error"
+        assert changes_in_okta(h) == []

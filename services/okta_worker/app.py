@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from services.okta_worker.approvals import expire_approval
 from services.okta_worker.authz import Authorizer, GroupConfigError, GroupDirectory
 from services.okta_worker.case import CaseEngine
 from services.okta_worker.context import WorkerContext, utcnow
@@ -33,7 +34,7 @@ from services.okta_worker.store import AGENTS_BUCKET, AGENTS_TTL, CASES_BUCKET, 
 from shared.bus import CMD_STREAM, JOB_STREAM, Bus, Delivery, Subscription
 from shared.limits import RateLimiter
 from shared.logging import get_logger
-from shared.messages import Message, PollPush, SearchUsers
+from shared.messages import ExpireApproval, Message, PollPush, SearchUsers
 from shared.settings import Settings
 from shared.tokens import CaseTokens
 
@@ -150,7 +151,9 @@ class OktaWorkerService:
                 heartbeat.stop()
 
         async def on_job(message: Any, delivery: Delivery) -> None:
-            if isinstance(message, PollPush):
+            if isinstance(message, ExpireApproval):
+                await expire_approval(ctx, message)
+            elif isinstance(message, PollPush):
                 heartbeat = Heartbeat(delivery, min(beat, self.job_ack_wait / 3))
                 try:
                     await poll_push(ctx, message, delivery)

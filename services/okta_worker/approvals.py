@@ -22,7 +22,7 @@ from services.okta_worker.context import WorkerContext, case_of, claim, load, re
 from services.okta_worker.notify import send_security_notice, target_notice
 from services.okta_worker.okta_client import OktaError, OktaUser
 from services.okta_worker.policy import ACTION_NAMES
-from shared.bus import Unprocessable
+from shared.bus import RetryLater, Unprocessable
 from shared.logging import bind_correlation, get_logger
 from shared.messages import (
     ApprovalInfo,
@@ -30,6 +30,7 @@ from shared.messages import (
     ApprovalStatus,
     AuditEvent,
     DecideApproval,
+    ExpireApproval,
     MessageRef,
     ReportNotMe,
     RequestApproval,
@@ -140,6 +141,8 @@ async def request_approval(ctx: WorkerContext, cmd: RequestApproval, command_id:
         approval_notice(ctx, after, after.approval, manager_email=manager_email),
         msg_id=f"{case_id}:{approval_id}:requested",
     )
+    expiry = ExpireApproval(case_id=case_id, approval_id=approval_id, expires_at=after.approval.expires_at)
+    await ctx.bus.publish(expiry, msg_id=f"expire:{case_id}:{approval_id}")
     await ctx.audit(
         after,
         "case.approval_requested",
@@ -149,6 +152,26 @@ async def request_approval(ctx: WorkerContext, cmd: RequestApproval, command_id:
         approval_id=approval_id,
         required=engine.gate(after, cmd.action, ctx.clock(), cmd.factor_id).needs,
     )
+
+
+async def expire_approval(ctx: WorkerContext, job: ExpireApproval) -> None:
+    """The job that ends a request nobody decided: back (nak with delay) until its time, then the case
+    says it expired, the request in Slack loses its buttons, and it is audited."""
+    bind_correlation(case_id=job.case_id)
+    remaining = (job.expires_at - ctx.clock()).total_seconds()
+    if remaining > 0:
+        raise RetryLater(remaining + 0.2, "approval pending")
+    try:
+        _, after = await ctx.apply(
+            job.case_id,
+            lambda c: ctx.engine.approval_expired(c, job.approval_id, ctx.clock()),
+            audit=lambda c: ctx.audit_event(c, "case.approval_expired", "info", approval_id=job.approval_id),
+        )
+    except StaleEvent:
+        return  # decided, replaced, or the case is gone: nothing to end
+    assert after.approval is not None
+    notice = approval_notice(ctx, after, after.approval)
+    await ctx.bus.publish(notice, msg_id=f"{job.case_id}:{job.approval_id}:expired")
 
 
 def _token_claims(ctx: WorkerContext, token: str, prefix: str) -> tuple[str, str]:

@@ -785,6 +785,17 @@ class CaseEngine:
             case, now, f"{name} was denied by the approver: it stays refused.", "warning", approval=decided
         )
 
+    def approval_expired(self, case: Case, approval_id: str, now: datetime) -> Case:
+        """A request nobody decided in time: expired, and said so (the action stays refused)."""
+        approval = case.approval
+        if approval is None or approval.approval_id != approval_id or approval.status != ApprovalStatus.REQUESTED:
+            raise StaleEvent("the request was decided or replaced")
+        if now < approval.expires_at:
+            raise StaleEvent("not yet")
+        expired = approval.model_copy(update={"status": ApprovalStatus.EXPIRED})
+        text = f"Nobody approved {ACTION_NAMES[approval.action]} in time: request it again if it is still needed."
+        return self.with_notice(case, now, text, "warning", approval=expired)
+
     def approval_used(self, case: Case) -> ApprovalInfo | None:
         if case.approval is None or case.approval.status != ApprovalStatus.APPROVED:
             return None
