@@ -34,6 +34,7 @@ from sandbox.slack import (
     SECURITY_CHANNEL_ID,
     FakeSlack,
 )
+from services.okta_worker.policy import load_policy
 from shared import ui
 from shared.logging import configure_logging
 
@@ -290,6 +291,11 @@ class Demo:
         self.t.scene(4, "Assurance: the question alone changes nothing; step up; four eyes; the user told")
         okta, slack = self.stack.okta, self.stack.slack
         self._okta_mark = len(okta.calls)
+        assert self.stack.settings is not None
+        policy = load_policy(self.stack.settings.helpdesk_policy, self.stack.settings.case_verified_ttl)
+        self.t.say("ops", "helpdesk policy")
+        for row in policy.describe().splitlines()[2:9]:  # the actions and what each needs
+            self.t.line(f"    {row.strip()}")
         view = await self.open_case("alice")
         view = await self.choose_user(view, "alice", org.ALICE)
         await self.agent.click(view, ui.ACTION_CHALLENGE, org.ALICE_QUESTION)
