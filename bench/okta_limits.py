@@ -42,10 +42,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._cases import CHALLENGE_ID, pending_push_case
 from sandbox.okta import DEFAULT_API_TOKEN, OKTA_RATE_LIMITS, USERS_BUCKET, FakeOkta, PushOutcome
 from services.okta_worker.app import OktaWorkerService, check_settings
-from services.okta_worker.case import Case, CaseEngine
-from services.okta_worker.factors import describe
+from services.okta_worker.case import CaseEngine
 from services.okta_worker.store import CASES_BUCKET
 from shared.bus import Bus
 from shared.logging import configure_logging
@@ -65,7 +65,6 @@ from shared.messages import (
     SelectUser,
     ShowTempPassword,
     SlackUserInfo,
-    UserCard,
     ViewRef,
 )
 from shared.natsserver import EmbeddedNats
@@ -201,32 +200,22 @@ async def seed_pending(okta: FakeOkta, settings: Settings, bus: Bus, n: int) -> 
             poll_url = body["_links"]["poll"]["href"]
             case_id = f"c_pending_{i:04d}"
             tx_by_case[case_id] = poll_url.rsplit("/", 1)[1]
-            option = describe({"id": factor.id, "factorType": "push", "provider": "OKTA", "status": "ACTIVE"})
-            case = Case(
-                case_id=case_id,
-                agent=Actor(user_id=f"U0BENCHOLD{i % 20:02d}"),
-                case_token="-",
-                state=CaseState.FACTORS,
-                target=UserCard(id=user.id, login=user.login, status="ACTIVE"),
-                factors=[option],
-                created_at=now,
-                updated_at=now,
-            )
-            case = engine.challenge_sent(
-                case,
-                option,
-                "ch1",
+            case = pending_push_case(
+                engine,
+                case_id,
+                f"U0BENCHOLD{i % 20:02d}",
+                user.id,
+                user.login,
+                factor.id,
+                body,
                 now,
-                poll_url=poll_url,
-                cancel_url=body["_links"]["cancel"]["href"],
-                expires_at=now + timedelta(minutes=10),
-                correct_answer=body["_embedded"]["challenge"]["correctAnswer"],
+                now + timedelta(minutes=10),
             )
             await cases_kv.create(case_id, case.model_dump_json().encode())
             started = now - timedelta(seconds=random.uniform(0, 20))
             job = PollPush(
                 case_id=case_id,
-                challenge_id="ch1",
+                challenge_id=CHALLENGE_ID,
                 poll_url=poll_url,
                 expires_at=now + timedelta(minutes=10),
                 first_poll_at=started,

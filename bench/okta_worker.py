@@ -37,14 +37,14 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._cases import CHALLENGE_ID, pending_push_case
 from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta, PushOutcome
 from services.okta_worker.app import OktaWorkerService, check_settings
-from services.okta_worker.case import Case, CaseEngine
-from services.okta_worker.factors import describe
+from services.okta_worker.case import CaseEngine
 from services.okta_worker.store import CASES_BUCKET
 from shared.bus import Bus
 from shared.logging import configure_logging
-from shared.messages import Actor, CaseState, PollPush, UserCard
+from shared.messages import PollPush
 from shared.natsserver import EmbeddedNats, free_port
 from shared.settings import Settings
 
@@ -235,31 +235,21 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
         poll_url = body["_links"]["poll"]["href"]
         case_id = f"c_bench_{i:05d}"
         tx_by_case[case_id] = poll_url.rsplit("/", 1)[1]
-        option = describe({"id": factor_id, "factorType": "push", "provider": "OKTA", "status": "ACTIVE"})
-        case = Case(
-            case_id=case_id,
-            agent=Actor(user_id=f"U0BENCH{i % 50:02d}"),  # 50 agents at work
-            case_token="-",
-            state=CaseState.FACTORS,
-            target=UserCard(id=user_id, login=f"bench{i}@example.com", status="ACTIVE"),
-            factors=[option],
-            created_at=now,
-            updated_at=now,
-        )
-        case = engine.challenge_sent(
-            case,
-            option,
-            "ch1",
+        case = pending_push_case(
+            engine,
+            case_id,
+            f"U0BENCH{i % 50:02d}",  # 50 agents at work
+            user_id,
+            f"bench{i}@example.com",
+            factor_id,
+            body,
             now,
-            poll_url=poll_url,
-            cancel_url=body["_links"]["cancel"]["href"],
-            expires_at=now + timedelta(hours=1),
-            correct_answer=body["_embedded"]["challenge"]["correctAnswer"],
+            now + timedelta(hours=1),
         )
         async with sem:
             await cases_kv.create(case_id, case.model_dump_json().encode())
         jobs.append(
-            PollPush(case_id=case_id, challenge_id="ch1", poll_url=poll_url, expires_at=now + timedelta(hours=1))
+            PollPush(case_id=case_id, challenge_id=CHALLENGE_ID, poll_url=poll_url, expires_at=now + timedelta(hours=1))
         )
 
     jobs: list[PollPush] = []
