@@ -35,9 +35,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import orjson
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 SELF = Path(__file__).resolve()
 ROOT = SELF.parents[1]
@@ -110,20 +114,26 @@ def _configure_child(use_uvloop: bool) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve_gateway(port: int, nats_url: str) -> None:
-    from aiohttp import web
-
-    from services.gateway.app import create_app
-    from shared.bus import Bus
+def _settings(nats_url: str) -> Settings:
+    """The settings both servers run with: the same NATS, prefix and secrets."""
     from shared.settings import Settings
 
-    settings = Settings(
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         nats_url=nats_url,
         nats_prefix=PREFIX,
         slack_signing_secret=SIGNING_SECRET,  # type: ignore[arg-type]
         case_token_secret=CASE_SECRET,  # type: ignore[arg-type]
     )
+
+
+async def _serve_gateway(port: int, nats_url: str) -> None:
+    from aiohttp import web
+
+    from services.gateway.app import create_app
+    from shared.bus import Bus
+
+    settings = _settings(nats_url)
     bus = await Bus.connect(settings, name="gateway-bench")
     await bus.ensure_streams()
     runner = web.AppRunner(create_app(settings, bus), access_log=None)
@@ -142,15 +152,8 @@ async def _serve_bare(port: int, nats_url: str) -> None:
     from aiohttp import web
 
     from shared.bus import Bus
-    from shared.settings import Settings
 
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        nats_url=nats_url,
-        nats_prefix=PREFIX,
-        slack_signing_secret=SIGNING_SECRET,  # type: ignore[arg-type]
-        case_token_secret=CASE_SECRET,  # type: ignore[arg-type]
-    )
+    settings = _settings(nats_url)
     bus = await Bus.connect(settings, name="bare-bench")
     await bus.ensure_streams()
     js = bus.nc.jetstream()
