@@ -25,10 +25,7 @@ import signal
 from types import TracebackType
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from shared.bus import AUDIT_STREAM, CASE_STREAM, CMD_STREAM, JOB_STREAM, NOTIFY_STREAM, Bus, StreamSpec
-from shared.http import HttpService, health_routes
 from shared.logging import get_logger, redact_url
 from shared.natsserver import EmbeddedNats
 from shared.settings import MissingSetting, Settings
@@ -40,8 +37,6 @@ class Service(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
-
-HTTP_SERVICES = frozenset({"gateway", "telephony-hook"})  # these serve /healthz /readyz /metrics themselves
 
 # Service name → the module whose create_service(settings, bus) builds it. Ingress first.
 SERVICES: dict[str, str] = {
@@ -109,28 +104,12 @@ class ServiceGroup:
                 log.info("service.started", service=name)
             if self.names and not self.services:
                 raise MissingSetting(*dict.fromkeys(n for exc in self.skipped.values() for n in exc.names))
-            if self.settings.metrics_port is not None and not HTTP_SERVICES & set(self.names):
-                probe = self._probe_service()
-                await probe.start()
-                self.services.append(("metrics", probe))
             # Everything built at start-up (modules, settings, clients) lives as long as the process:
             # keep the collector from rescanning it on every cycle (cuts the hook's p99 under load).
             gc.freeze()
         except BaseException:
             await self.stop()
             raise
-
-    def _probe_service(self) -> HttpService:
-        """/healthz, /readyz and /metrics for a worker or responder process (METRICS_PORT)."""
-        app = web.Application()
-
-        async def ready() -> tuple[bool, dict[str, Any]]:
-            checks = {bus.name: bus.is_connected for bus in self.buses}
-            return all(checks.values()) and bool(checks), {"nats": checks}
-
-        health_routes(app, ready=ready)
-        assert self.settings.metrics_port is not None
-        return HttpService("metrics", app, self.settings.host, self.settings.metrics_port)
 
     async def stop(self) -> None:
         # Ingress (gateway, hook) was started last: stop it first so nothing new comes in.
