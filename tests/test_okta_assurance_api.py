@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,43 +46,17 @@ from services.okta_worker.okta_client import (
     TacIssued,
     okta_timestamp,
 )
+from tests.okta_spec import Validate, okta_validator
 
 TOKEN = "00test-api-token"
 SSWS = {"Authorization": f"SSWS {TOKEN}"}
-SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
 
 # ------------------------------------------------------------------------------------ spec schemas
-
-Validate = Callable[[str, Any], None]
-
-
-@cache
-def _spec_registry() -> Any:
-    yaml = pytest.importorskip("yaml")
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT4
-
-    path = SPECS / "okta-management.yaml"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    with path.open() as fh:
-        spec = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    return spec, Registry().with_resource("urn:okta", Resource.from_contents(spec, default_specification=DRAFT4))
 
 
 @pytest.fixture(scope="module")
 def schema() -> Validate:
-    from openapi_schema_validator import OAS30ReadValidator
-
-    spec, registry = _spec_registry()
-
-    def validate(name: str, instance: Any) -> None:
-        assert name in spec["components"]["schemas"], name
-        ref = {"$ref": f"urn:okta#/components/schemas/{name}"}
-        errors = [e.message for e in OAS30ReadValidator(ref, registry=registry).iter_errors(instance)]
-        assert not errors, f"{name}: {errors}"
-
-    return validate
+    return okta_validator("okta-management.yaml")
 
 
 # --------------------------------------------------------------------------------------- fixtures

@@ -8,9 +8,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from functools import cache
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -54,60 +52,28 @@ from sandbox.okta_data import (
     ERIN,
     HELPDESK_GROUP,
 )
+from tests.okta_spec import Validate, okta_spec, okta_validator
 
 TOKEN = "00test-api-token"
 SSWS = {"Authorization": f"SSWS {TOKEN}"}
-SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
 CLIENT_ID = "0oahelpdeskverify001"
 KID = "helpdesk-key-1"
 
 # ------------------------------------------------------------------------------------ spec schemas
 
 
-@cache
-def _registry(name: str) -> Any:
-    yaml = pytest.importorskip("yaml")
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT4
-
-    path = SPECS / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with path.open() as fh:
-        spec = yaml.load(fh, Loader=loader)  # a safe loader: the C one when available (3.4 MB)
-    return spec, Registry().with_resource(f"urn:{name}", Resource.from_contents(spec, default_specification=DRAFT4))
-
-
-Validate = Callable[[str, Any], None]
-
-
-def _validator(spec_file: str) -> Validate:
-    from openapi_schema_validator import OAS30ReadValidator
-
-    spec, registry = _registry(spec_file)
-
-    def validate(schema: str, instance: Any) -> None:
-        assert schema in spec["components"]["schemas"], schema
-        ref = {"$ref": f"urn:{spec_file}#/components/schemas/{schema}"}
-        errors = [e.message for e in OAS30ReadValidator(ref, registry=registry).iter_errors(instance)]
-        assert not errors, f"{schema}: {errors}"
-
-    return validate
-
-
 @pytest.fixture(scope="module")
 def schema() -> Validate:
-    return _validator("okta-management.yaml")
+    return okta_validator("okta-management.yaml")
 
 
 @pytest.fixture(scope="module")
 def oauth_schema() -> Validate:
-    return _validator("okta-oauth.yaml")
+    return okta_validator("okta-oauth.yaml")
 
 
 def spec_example(name: str) -> Any:
-    spec, _ = _registry("okta-management.yaml")
+    spec, _ = okta_spec("okta-management.yaml")
     return spec["components"]["examples"][name]["value"]
 
 
@@ -119,7 +85,7 @@ def without_profile(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def factor_schema_name(factor_type: str) -> str:
-    spec, _ = _registry("okta-management.yaml")
+    spec, _ = okta_spec("okta-management.yaml")
     mapping = spec["components"]["schemas"]["UserFactor"]["discriminator"]["mapping"]
     return str(mapping[factor_type]).rsplit("/", 1)[-1]
 
