@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,7 +19,6 @@ from shared.logging import configure_logging
 from shared.natsserver import EmbeddedNats
 from shared.settings import Settings
 
-SPECS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
 CASE_SECRET = "test-case-token-secret-0123456789"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test-token-0000"
@@ -116,10 +114,3 @@ async def slack() -> AsyncIterator[FakeSlack]:
     await fake.start()
     yield fake
     await fake.stop()
-
-
-@pytest.fixture(scope="session")
-def specs_dir() -> Iterator[Path]:
-    if not SPECS_DIR.is_dir():
-        pytest.skip("shared/specs not present beside the project")
-    yield SPECS_DIR

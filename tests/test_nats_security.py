@@ -24,7 +24,7 @@ from shared.settings import Settings
 from tests.secure_nats import ROOT, SecureNats
 
 HELM_VALUES = ROOT / "deploy" / "nats" / "helm-values.yaml"
-CHART_DEFAULTS = ROOT / "tests" / "specs" / "nats-helm-values.yaml"
+CHART_DEFAULTS = ROOT / "tests" / "schemas" / "nats-helm-values.yaml"
 # Free-form maps of the chart: anything may go under them.
 FREE_FORM = {"merge", "patch", "env", "resources"}
 

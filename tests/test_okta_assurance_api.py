@@ -1,6 +1,6 @@
 """The assurance side of Okta: System Log, user risk, group types, profiles, TAC, session revocation.
 
-FakeOkta's answers are checked against Okta's OpenAPI spec (skipped when `../shared/specs` is absent);
+FakeOkta's answers are checked against Okta's OpenAPI spec (a copy in `tests/schemas`);
 OktaClient is checked against the fake over real HTTP.
 """
 
