@@ -146,7 +146,13 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared_processors[:-2], structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a call below the level is dropped before any processor runs (the
+        # stdlib logger would drop it anyway, after the timestamp and the context were built).
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared_processors[:-2],
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
