@@ -55,7 +55,7 @@ from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NoSt
 from nats.js.kv import KeyValue
 
 from shared.logging import get_logger, new_unit_of_work, redact_url
-from shared.messages import CASE_ID_HEADER, TYPE_HEADER, BadMessage, Message, decode
+from shared.messages import CASE_ID_HEADER, BadMessage, Message, decode
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -391,13 +391,14 @@ class Bus:
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def _headers(self, message: Message, msg_id: str | None) -> dict[str, str]:
-        headers = {TYPE_HEADER: type(message).__name__}
+    def _headers(self, message: Message, msg_id: str | None) -> dict[str, str] | None:
+        # The subject names the type (shared/messages.py decode); headers carry only what it cannot.
+        headers: dict[str, str] = {}
         if msg_id:
             headers["Nats-Msg-Id"] = msg_id
         if (cid := message.correlation_id()) is not None:
             headers[CASE_ID_HEADER] = cid
-        return headers
+        return headers or None
 
     async def publish(self, message: Message, msg_id: str | None = None, timeout: float = 2.0) -> bool:
         """Publish to JetStream; ``msg_id`` deduplicates within 2 minutes. Returns False for a duplicate."""

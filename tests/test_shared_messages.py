@@ -87,3 +87,22 @@ def test_audit_subject_carries_category_and_action() -> None:
 def test_snapshot_correlation_id_is_case_id() -> None:
     snap = CaseSnapshot(case_id="c9", revision=1, state=CaseState.OPENED, agent=Actor(user_id="U"), case_token="t")
     assert snap.correlation_id() == "c9"
+
+
+def test_wire_form_is_the_json_dump_of_the_model() -> None:
+    """``encode`` is compact UTF-8 JSON of ``model_dump(mode="json")``: times in ISO 8601 with ``Z``,
+    floats and non-ASCII text as they are, secrets revealed; an audit event's details survive intact."""
+    event = AuditEvent(
+        category="telephony",
+        action="sent",
+        outcome="success",
+        target="José Müller 📞",
+        details={"duration_ms": 12, "ratio": 0.1 + 0.2, "tiny": 1e-7, "ok": True, "none": None},
+    )
+    code = SubmitCode(agent=Actor(user_id="U1", user_name="ünïcode"), code="246810")
+    for message in (event, code):
+        wire = message.encode()
+        assert wire == orjson.dumps(message.model_dump(mode="json"))
+        assert decode(message.subject(), wire) == message
+    assert orjson.loads(event.encode())["at"].endswith("Z")
+    assert "José Müller 📞".encode() in event.encode()
