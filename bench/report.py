@@ -122,6 +122,7 @@ def hook_rows(out: str, peer_label: str) -> list[Row]:
                     continue
                 ours, unit = float(cells[0][0]), cells[0][1]
                 peer = float(cells[1][0]) if len(cells) > 2 else None
+                floor = float(cells[2][0]) if len(cells) > 3 else None  # this, peer, floor, target
                 ratio = f"{ours / peer:.2f}×" if peer else "—"
                 met = ours <= target if sense == "≤" else ours >= target
                 rows.append(
@@ -135,6 +136,18 @@ def hook_rows(out: str, peer_label: str) -> list[Row]:
                         met,
                     )
                 )
+                if floor is not None and figure.startswith("hook CPU"):
+                    rows.append(
+                        Row(
+                            "  … the same I/O with none of the hook's logic (same run)",
+                            f"{ours:.2f} {unit}",
+                            f"{floor:.2f} {unit}",
+                            "I/O floor (`serve_floor`)",
+                            f"{ours / floor:.2f}×",
+                            "—",
+                            None,
+                        )
+                    )
     return rows
 
 
@@ -168,6 +181,20 @@ def gateway_rows(g: dict[str, Any]) -> list[Row]:
                     ratio >= target if conns == 64 else None,
                 )
             )
+            if conns == 64 and f"bare_rps_{conns}" in g:
+                # What the target asks of the gateway, measured on the floor itself.
+                floor_ratio = g[f"bare_rps_{conns}"] / g[f"bolt_rps_{conns}"]
+                rows.append(
+                    Row(
+                        "  … the bare handler (the floor) itself vs slack-bolt",
+                        f"{g[f'bare_rps_{conns}']:.0f} /s",
+                        f"{g[f'bolt_rps_{conns}']:.0f} /s",
+                        "slack-bolt AsyncApp",
+                        f"{floor_ratio:.2f}×",
+                        "—",
+                        None,
+                    )
+                )
     return rows
 
 

@@ -15,6 +15,11 @@ fails with a working fallback (worst answer < 3 s, Okta's limit).
 
 With ``--peer`` a second hook, from another source tree, runs every scenario too — each scenario on
 each hook in turn — and the table puts the figures side by side: before/after on one machine, in one run.
+
+The floor (:func:`serve_floor`) is the hook's I/O with none of its logic, on the same stack: the same
+NATS writes (claim, three counters, then the answer and one audit message) and the same provider POST
+per request. It runs the 200 req/s and throughput scenarios, so the table shows how much of the
+hook's CPU is the stack's and how much is ours.
 """
 
 from __future__ import annotations
@@ -162,19 +167,22 @@ async def measured(proc: asyncio.subprocess.Process, scenario: Awaitable[Run]) -
     return run
 
 
-async def start_hook(env: dict[str, str], script: Path = SELF) -> tuple[asyncio.subprocess.Process, str]:
-    """The hook of the tree ``script`` belongs to, in a child process; its URL once it is ready."""
+async def start_hook(
+    env: dict[str, str], script: Path = SELF, floor: bool = False
+) -> tuple[asyncio.subprocess.Process, str]:
+    """The hook of the tree ``script`` belongs to (or, with ``floor``, :func:`serve_floor`), in a child
+    process; its URL once it is ready."""
     # BENCH_PROFILE=<dir>: the hook runs under cProfile, written to <dir>/telephony-hook.prof at stop.
     profile = (
         ["-m", "cProfile", "-o", str(Path(p) / "telephony-hook.prof")]
-        if (p := os.environ.get("BENCH_PROFILE")) and script == SELF
+        if (p := os.environ.get("BENCH_PROFILE")) and script == SELF and not floor
         else []
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *profile,
         str(script),
-        "--serve",
+        "--serve-floor" if floor else "--serve",
         env={**os.environ, **env},
         cwd=str(script.parents[1]),
         stdin=asyncio.subprocess.PIPE,
@@ -230,11 +238,15 @@ async def overload(name: str, url: str, connections: int, seconds: float) -> Run
 
 
 def summary(rows: list[tuple[str, dict[str, Run], Callable[[Run], float], str, str]], labels: list[str]) -> None:
-    """The issue-17 figures, each hook side by side (same run, same machine), with the target."""
+    """The issue-17 figures, each hook side by side (same run, same machine), with the target.
+
+    The floor, last, runs only the three scenarios its figures come from ("—" elsewhere)."""
     head = f"{'figure':<52}" + "".join(f"{label:>14}" for label in labels) + f"{'target':>14}"
     print(head)
     for title, runs, figure, unit, target in rows:
-        cells = "".join(f"{figure(runs[label]):>11.2f} {unit:<2}" for label in labels)
+        cells = "".join(
+            f"{figure(runs[label]):>11.2f} {unit:<2}" if label in runs else f"{'—':>14}" for label in labels
+        )
         print(f"{title:<52}{cells}{target:>14}")
 
 
@@ -282,16 +294,19 @@ async def bench(seconds: float, peer: Path | None, peer_label: str) -> None:
             "TELEPHONY_HOOK_PORT": "0",
         }
         hooks: list[Hook] = []
+        floor: Hook | None = None
         try:
             trees = [("this", SELF)] + ([(peer_label, peer / "bench" / SELF.name)] if peer else [])
             for label, script in trees:
                 proc, url = await start_hook({**env, "NATS_PREFIX": "bench" + uuid.uuid4().hex[:6]}, script)
                 hooks.append(Hook(label, proc, url))
+            proc, url = await start_hook({**env, "NATS_PREFIX": "bench" + uuid.uuid4().hex[:6]}, SELF, floor=True)
+            floor = Hook("floor", proc, url)
             print(
                 f"hooks: {', '.join(f'{h.label} {h.url}' for h in hooks)}  nats-server {nats_server.url}  "
                 f"cpus={os.cpu_count()}  python {sys.version.split()[0]}"
             )
-            labels = [h.label for h in hooks]
+            labels = [h.label for h in hooks] + [floor.label]
             fast: dict[str, Run] = {}
             slow: dict[str, Run] = {}
             closed: dict[str, Run] = {}
@@ -314,12 +329,29 @@ async def bench(seconds: float, peer: Path | None, peer_label: str) -> None:
                     hook.proc, overload("overload: 1000 connections, provider 300 ms", hook.url, 1000, seconds / 2)
                 )
                 primary.latency = 0.0
+            for name, provider_latency, scenario, runs in (  # the floor has no shedding: no overload run
+                ("200 req/s, provider 0 ms", 0.0, lambda n: open_loop(n, floor.url, 200, seconds), fast),
+                ("200 req/s, provider 300 ms", 0.3, lambda n: open_loop(n, floor.url, 200, seconds), slow),
+                (
+                    "throughput, 32 clients, provider 0 ms",
+                    0.0,
+                    lambda n: closed_loop(n, floor.url, 32, seconds / 2),
+                    closed,
+                ),
+            ):
+                primary.latency = provider_latency
+                runs[floor.label] = await measured(floor.proc, scenario(name))
+            primary.latency = 0.0
             for hook in hooks:
                 print(f"-- {hook.label}")
                 print(fast[hook.label].line(0.0))
                 print(slow[hook.label].line(300.0))
                 print(closed[hook.label].line())
                 print(shed[hook.label].line() + f"  worst={max(shed[hook.label].latencies) * 1000:.0f} ms")
+            print(f"-- {floor.label}: the hook's I/O alone (serve_floor)")
+            print(fast[floor.label].line(0.0))
+            print(slow[floor.label].line(300.0))
+            print(closed[floor.label].line())
             print()
             summary(
                 [
@@ -354,7 +386,7 @@ async def bench(seconds: float, peer: Path | None, peer_label: str) -> None:
                 "a hung request is never re-sent (PENDING), a 5xx fails over"
             )
         finally:
-            for hook in hooks:
+            for hook in [*hooks, *([floor] if floor else [])]:
                 await stop_hook(hook.proc)
             await primary.stop()
             await fallback.stop()
@@ -384,6 +416,100 @@ async def serve() -> None:
     await bus.close()
 
 
+async def serve_floor() -> None:
+    """The floor: the hook's I/O with none of its logic, on the same stack, in the same process shape.
+
+    Per request: the Authorization header compared, the JSON body read, the claim and three counters
+    written to NATS KV in one round trip, one POST to the provider, the answer; then, after it, the
+    ledger's answer and one audit message. No number parsing, no limits arithmetic, no failover, no
+    deadline, no metrics, no logs. What the real hook costs above this is its own work.
+    """
+    import base64
+    import hashlib
+    import hmac
+    import math
+    from urllib.parse import urlencode
+
+    from aiohttp import web
+
+    from services.telephony_hook.app import EVENTS_BUCKET, EVENTS_TTL, LIMITS_BUCKET
+    from services.telephony_hook.provider import provider_session
+    from shared.bus import Bus
+    from shared.logging import configure_logging
+    from shared.settings import Settings
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    configure_logging(settings.log_level, settings.log_format)
+    bus = await Bus.connect(settings, name="telephony-floor-bench")
+    await bus.ensure_streams()
+    events = await bus.key_value(EVENTS_BUCKET, ttl=EVENTS_TTL)
+    await bus.key_value(LIMITS_BUCKET)
+    limits = bus.bucket_name(LIMITS_BUCKET)
+    audit_subject = bus.subject("audit.telephony.sent")
+    expected_auth = HOOK_AUTH.encode()
+    assert settings.telephony_provider_url and settings.telephony_account_sid and settings.telephony_auth_token
+    messages_url = (
+        f"{settings.telephony_provider_url}/2010-04-01/Accounts/{settings.telephony_account_sid}/Messages.json"
+    )
+    credentials = f"{settings.telephony_account_sid}:{settings.telephony_auth_token.get_secret_value()}"
+    provider_headers = {
+        "Authorization": "Basic " + base64.b64encode(credentials.encode()).decode(),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    sends = provider_session()
+    background: set[asyncio.Task[None]] = set()
+    js = bus.js
+
+    async def count(key: str) -> None:
+        await js.publish(f"$KV.{limits}.{key}", b'{"n":1}', msg_ttl=math.ceil(3600))
+
+    async def after(key: str, answer: bytes, sid: str) -> None:
+        await asyncio.gather(
+            events.put(key, answer), js.publish(audit_subject, orjson.dumps({"action": "sent", "sid": sid}))
+        )
+
+    async def okta(request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected_auth):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        hook = orjson.loads(await request.read())
+        profile = hook["data"]["messageProfile"]
+        user = hook["data"]["userProfile"]["userId"]
+        number = profile["phoneNumber"]
+        key = "e." + hashlib.sha256(hook["eventId"].encode()).hexdigest()[:40]
+        await asyncio.gather(
+            events.create(key, b'{"state":"sending"}'),
+            count(f"user.{user}"),
+            count(f"number.{number[1:]}"),
+            count(f"prefix.{number[1:7]}"),
+        )
+        form = {"To": number, "From": "+14155550000", "Body": profile["msgTemplate"]}
+        async with sends.post(messages_url, data=urlencode(form).encode(), headers=provider_headers) as response:
+            sid = orjson.loads(await response.read())["sid"]
+        answer = {"commands": [{"type": "com.okta.telephony.action", "value": [{"status": "SUCCESSFUL"}]}]}
+        task = asyncio.create_task(after(key, orjson.dumps(answer), sid))
+        background.add(task)
+        task.add_done_callback(background.discard)
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_post("/telephony/okta", okta)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    gc.freeze()  # as the real hook
+    print(f"READY http://127.0.0.1:{port}", flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.read(), CHILD_LIFETIME)
+    await runner.cleanup()
+    await sends.close()
+    await bus.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each 200 req/s run")
@@ -395,9 +521,13 @@ def main() -> None:
     )
     parser.add_argument("--peer-label", default="peer", help="the peer's name in the table")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         run_async(serve())  # the hook on the product's event loop (uvloop where installed)
+        return
+    if args.serve_floor:
+        run_async(serve_floor())  # the same loop as the hook
         return
     peer = args.peer.resolve() if args.peer else None
     asyncio.run(asyncio.wait_for(bench(args.seconds, peer, args.peer_label), 480))
