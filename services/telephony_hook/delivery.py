@@ -159,8 +159,8 @@ class Dispatcher:
             raise
         finally:
             progress.sending_to = None if outcome != "cancelled" else provider.name
-            metrics.SENDS.labels(provider.name, job.channel, outcome).inc()
-            metrics.PROVIDER_LATENCY.labels(provider.name, job.channel).observe(self._now() - loop_started)
+            metrics.send_count(provider.name, job.channel, outcome).inc()
+            metrics.provider_latency(provider.name, job.channel).observe(self._now() - loop_started)
 
     def _ms(self, started: float) -> int:
         return int((self._now() - started) * 1000)

@@ -229,8 +229,8 @@ class TelephonyHook:
                 answer, label = await self._serve(hook, deadline)
             finally:
                 self.load.in_flight -= 1
-        metrics.REQUESTS.labels(channel, label).inc()
-        metrics.REQUEST_LATENCY.labels(channel).observe(loop.time() - arrived)
+        metrics.request_count(channel, label).inc()
+        metrics.request_latency(channel).observe(loop.time() - arrived)
         return _json(answer)
 
     async def _serve(self, hook: HookRequest, deadline: float) -> tuple[dict[str, Any], str]:

@@ -7,6 +7,8 @@ Labels never hold a number, a user or a code: only providers, channels, outcomes
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0)
@@ -48,3 +50,27 @@ STATUS_CALLBACKS = Counter(
     "Provider delivery status callbacks by reported status.",
     ["status"],
 )
+
+
+# The children of the metrics every request touches, looked up once per label set: ``labels()``
+# takes a lock and checks its arguments on each call. The label sets are small and fixed.
+
+
+@cache
+def request_count(channel: str, answer: str) -> Counter:
+    return REQUESTS.labels(channel, answer)
+
+
+@cache
+def request_latency(channel: str) -> Histogram:
+    return REQUEST_LATENCY.labels(channel)
+
+
+@cache
+def send_count(provider: str, channel: str, outcome: str) -> Counter:
+    return SENDS.labels(provider, channel, outcome)
+
+
+@cache
+def provider_latency(provider: str, channel: str) -> Histogram:
+    return PROVIDER_LATENCY.labels(provider, channel)

@@ -100,7 +100,8 @@ def _normalize(raw: str, default_region: str, allowed: frozenset[str]) -> Destin
     except NumberParseException:
         raise NumberRefused("invalid_number", "The phone number could not be parsed") from None
     region = phonenumbers.region_code_for_number(number)
-    if not phonenumbers.is_valid_number(number) or not region:
+    # is_valid_number() would look the region up again; it is the same check for the region found.
+    if not region or not phonenumbers.is_valid_number_for_region(number, region):
         raise NumberRefused("invalid_number", "The phone number is not a valid number", region)
     number_type = phonenumbers.number_type(number)
     if number_type in REFUSED_TYPES:
