@@ -55,7 +55,7 @@ from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NoSt
 from nats.js.kv import KeyValue
 
 from shared.logging import get_logger, new_unit_of_work, redact_url
-from shared.messages import CASE_ID_HEADER, BadMessage, Message, decode
+from shared.messages import CASE_ID_HEADER, BadMessage, Encoded, Message, decode
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -391,7 +391,7 @@ class Bus:
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def _headers(self, message: Message, msg_id: str | None) -> dict[str, str] | None:
+    def _headers(self, message: Message | Encoded, msg_id: str | None) -> dict[str, str] | None:
         # The subject names the type (shared/messages.py decode); headers carry only what it cannot.
         headers: dict[str, str] = {}
         if msg_id:
@@ -400,7 +400,7 @@ class Bus:
             headers[CASE_ID_HEADER] = cid
         return headers or None
 
-    async def publish(self, message: Message, msg_id: str | None = None, timeout: float = 2.0) -> bool:
+    async def publish(self, message: Message | Encoded, msg_id: str | None = None, timeout: float = 2.0) -> bool:
         """Publish to JetStream; ``msg_id`` deduplicates within 2 minutes. Returns False for a duplicate."""
         subject, data, headers = self.subject(message.subject()), message.encode(), self._headers(message, msg_id)
         for attempt in (1, 2):

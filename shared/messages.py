@@ -16,6 +16,7 @@ JetStream stream, so it is never stored.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -73,6 +74,28 @@ class Message(BaseModel):
         except ValidationError as exc:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) or "?" for e in exc.errors()[:5])
             raise BadMessage(f"{cls.__name__}: invalid field(s) {fields}") from None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A message already in its wire form: what ``Bus.publish`` needs, without the model built.
+
+    Only for a hot path where building the pydantic model is the largest cost left (the gateway's
+    slash command: ~15 % of its throughput at 64 connections, bench/gateway.py). Each maker lists
+    every field of its model and is tested to decode into the model the ordinary way builds.
+    """
+
+    SUBJECT: str
+    data: bytes
+
+    def subject(self) -> str:
+        return self.SUBJECT
+
+    def encode(self) -> bytes:
+        return self.data
+
+    def correlation_id(self) -> str | None:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +197,36 @@ class OpenCase(Command):
     okta_user_id: str | None = None  # the user to pick at once (a "Verify <name>" button)
     ticket: str | None = None  # a ServiceNow number or Jira key, carried into every audit event
     function_execution_id: str | None = None  # a Workflow Builder step waiting for this case's result
+
+    @classmethod
+    def wire(
+        cls,
+        *,
+        user_id: str,
+        team_id: str | None,
+        user_name: str | None,
+        trigger_id: str,
+        query: str = "",
+        source: Literal["command", "shortcut", "home", "retry", "message", "workflow"] = "command",
+        channel_id: str | None = None,
+    ) -> Encoded:
+        """``OpenCase(agent=Actor(user_id=…, …), trigger_id=…, …).encode()`` without building either
+        model (see :class:`Encoded`)."""
+        fields = {
+            "schema_version": SCHEMA_VERSION,
+            "agent": {"user_id": user_id, "team_id": team_id, "user_name": user_name},
+            "case_token": None,
+            "view": None,
+            "sent_at": utcnow(),
+            "trigger_id": trigger_id,
+            "query": query,
+            "source": source,
+            "channel_id": channel_id,
+            "okta_user_id": None,
+            "ticket": None,
+            "function_execution_id": None,
+        }
+        return Encoded(cls.SUBJECT, orjson.dumps(fields, option=orjson.OPT_UTC_Z))
 
 
 class SelectUser(Command):

@@ -8,6 +8,7 @@ from shared.messages import (
     BadMessage,
     CaseSnapshot,
     CaseState,
+    OpenCase,
     ShowTempPassword,
     SubmitCode,
     decode,
@@ -106,3 +107,34 @@ def test_wire_form_is_the_json_dump_of_the_model() -> None:
         assert decode(message.subject(), wire) == message
     assert orjson.loads(event.encode())["at"].endswith("Z")
     assert "José Müller 📞".encode() in event.encode()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {
+            "user_id": "U1",
+            "team_id": "T1",
+            "user_name": "alex",
+            "trigger_id": "1.2.3",
+            "query": "alice",
+            "channel_id": "C1",
+        },
+        {"user_id": "U2", "team_id": None, "user_name": None, "trigger_id": "9.9.9", "query": "", "source": "shortcut"},
+        {"user_id": "U3", "team_id": "T3", "user_name": "zoë", "trigger_id": "t", "query": 'José "quoted" 📞'},
+    ],
+)
+def test_open_case_wire_form_decodes_to_the_model(fields: dict[str, str | None]) -> None:
+    """The gateway's fast path publishes what the model would, field for field; a field added to
+    OpenCase (or Command) and not to OpenCase.wire fails here."""
+    wire = OpenCase.wire(**fields)  # type: ignore[arg-type]
+    on_wire = orjson.loads(wire.encode())
+    assert set(on_wire) == set(OpenCase.model_fields)
+    decoded = decode(wire.subject(), wire.encode())
+    agent = Actor(user_id=fields["user_id"], team_id=fields["team_id"], user_name=fields["user_name"])
+    rest = {k: v for k, v in fields.items() if k not in ("user_id", "team_id", "user_name")}
+    built = OpenCase(agent=agent, sent_at=decoded.sent_at, **rest)  # type: ignore[arg-type]
+    assert decoded == built
+    assert on_wire == orjson.loads(built.encode())
+    assert decoded.sent_at.tzinfo is not None and on_wire["sent_at"].endswith("Z")
+    assert wire.correlation_id() is None and wire.subject() == OpenCase.SUBJECT

@@ -43,7 +43,7 @@ from services.gateway.slack_request import (
 )
 from shared.bus import Bus, BusUnavailable
 from shared.logging import bind_correlation, get_logger, new_unit_of_work
-from shared.messages import Command, SearchUsersReply
+from shared.messages import Command, Encoded, SearchUsersReply
 
 log = get_logger(__name__)
 
@@ -229,12 +229,12 @@ class Gateway:
         try:
             fresh = await self.publish(command, decision.msg_id)
         except Exception as exc:  # BusUnavailable, or any JetStream API error: Slack still gets an answer
-            metrics.PUBLISH_FAILURES.labels(command.SUBJECT).inc()
-            log.warning("gateway.publish_failed", subject=command.SUBJECT, error=type(exc).__name__)
+            metrics.PUBLISH_FAILURES.labels(command.subject()).inc()
+            log.warning("gateway.publish_failed", subject=command.subject(), error=type(exc).__name__)
             return decision.unavailable, "unavailable"
         return decision.reply, "accepted" if fresh else "duplicate"
 
-    async def publish(self, command: Command, msg_id: str) -> bool:
+    async def publish(self, command: Command | Encoded, msg_id: str) -> bool:
         """Publish within ``publish_deadline``; while NATS reconnects, wait up to ``reconnect_grace``.
 
         Returns False for a duplicate (the same Slack ids within JetStream's window).
