@@ -20,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from helpdesk.natsauth import permissions
 from helpdesk.sandbox_server import sandbox_environment
 from services.okta_worker.app import CMD_DURABLE, POLL_DURABLE
 from shared.bus import CMD_STREAM, JOB_STREAM
@@ -30,6 +31,8 @@ SCHEMAS = ROOT / "tests" / "schemas"
 K8S_VERSION = "1.37.0"
 SERVICES = {"gateway", "okta-worker", "slack-responder"}
 PUBLIC = {"gateway": "/slack/", "telephony-hook": "/telephony/"}
+
+FULL = "production+telephony+tickets+servicemonitor"  # every optional component
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
 
@@ -78,8 +81,8 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[st
     return {
         "production": render(str(production)),
         "sandbox": render(str(K8S / "overlays" / "sandbox")),
-        "production+telephony+servicemonitor": render(
-            variant(tmp, "full", "overlays/production", ["telephony", "servicemonitor"])
+        FULL: render(
+            variant(tmp, "full", "overlays/production", ["telephony", "tickets", "servicemonitor"])
         ),
         "hpa": render(str(hpa_dir)),
     }
@@ -226,7 +229,7 @@ def test_ingress_exposes_only_the_slack_and_okta_routes(renders: dict[str, tuple
                     assert ports["http"] != ports["metrics"]
     paths = {
         p["path"]
-        for ingress in of_kind(renders["production+telephony+servicemonitor"], "Ingress").values()
+        for ingress in of_kind(renders[FULL], "Ingress").values()
         for rule in ingress["spec"]["rules"]
         for p in rule["http"]["paths"]
     }
@@ -236,7 +239,7 @@ def test_ingress_exposes_only_the_slack_and_okta_routes(renders: dict[str, tuple
 @needs_kubectl
 def test_no_secret_value_is_committed_outside_the_sandbox(renders: dict[str, tuple[dict[str, Any], ...]]) -> None:
     """Production renders reference Secrets and never define one; the sandbox's are its public values."""
-    for name in ("production", "production+telephony+servicemonitor", "hpa"):
+    for name in ("production", FULL, "hpa"):
         assert of_kind(renders[name], "Secret") == {}, name
     sandbox = of_kind(renders["sandbox"], "Secret")
     assert {n.rsplit("-", 1)[0] for n in sandbox} == {"helpdesk-secrets", "helpdesk-nats-users"}
@@ -265,5 +268,36 @@ def test_components_offer_hpa_and_servicemonitor(renders: dict[str, tuple[dict[s
     hpa = of_kind(renders["hpa"], "HorizontalPodAutoscaler")["okta-worker"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "okta-worker"
     assert of_kind(renders["hpa"], "ScaledObject") == {}
-    monitor = of_kind(renders["production+telephony+servicemonitor"], "ServiceMonitor")["helpdesk-verify"]
+    monitor = of_kind(renders[FULL], "ServiceMonitor")["helpdesk-verify"]
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+@needs_kubectl
+def test_each_service_runs_as_its_own_nats_user(renders: dict[str, tuple[dict[str, Any], ...]]) -> None:
+    """Every app Deployment connects as the NATS user of its own command, one generated from the code
+    (deploy/nats), with that user's key of helpdesk-nats-users as its password."""
+    users = set(permissions())
+    deployments = of_kind(renders[FULL], "Deployment")
+    assert set(deployments) == SERVICES | {"telephony-hook", "audit-sink"}
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert container["args"] == [name] and env["NATS_USER"] == name and name in users, name
+        password = next(v for v in pod["volumes"] if v["name"] == "nats-password")["secret"]
+        assert password["secretName"] == "helpdesk-nats-users" and password["items"][0]["key"] == name, name
+
+
+@needs_kubectl
+def test_the_audit_sink_takes_its_secrets_from_its_own_secret(renders: dict[str, tuple[dict[str, Any], ...]]) -> None:
+    """The tickets component's sink reads SERVICENOW_PASSWORD, JIRA_API_TOKEN … from Secret
+    helpdesk-audit-sink (keys named as the variables: only those of the systems in use), never from
+    the Slack and Okta secrets, and is absent from a production render without the component."""
+    sink = of_kind(renders[FULL], "Deployment")["audit-sink"]
+    pod = sink["spec"]["template"]["spec"]
+    sources = pod["containers"][0]["envFrom"]
+    assert {"secretRef": {"name": "helpdesk-audit-sink"}} in sources
+    assert any("configMapRef" in source for source in sources)  # helpdesk-settings: the URLs, the users
+    assert all(v.get("secret", {}).get("secretName") != "helpdesk-secrets" for v in pod["volumes"])
+    assert "audit-sink" not in of_kind(renders["production"], "Deployment")
+    assert "audit-sink" in of_kind(renders[FULL], "PodDisruptionBudget")
