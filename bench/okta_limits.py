@@ -15,8 +15,9 @@ The responder's two request/reply answers are stubs. Two scenes, one after the o
   every 20–40 s, the users approving 5–20 s later). Measured: 429s Okta answered (per bucket), the
   slowest agent-facing call (the whole call: NATS, worker, Okta — an upper bound of any wait for
   budget), the fewest ``/api/v1/users`` calls left in a window, pushes concluded, approve → verified
-  p50/p99 and the gap between two polls of one push as Okta saw it (the effective poll interval:
-  200 pushes cannot be polled every 3 s on 600 calls a minute).
+  p50/p99 and the gap between two polls of one of the 200 pending pushes as Okta saw it (their
+  effective poll interval: 200 pushes cannot be polled every 3 s on 600 calls a minute; the agents'
+  own pushes, polled every 0.75 s in their first seconds, are left out of it).
 
 With ``BENCH_RESULTS=<file>`` the figures are appended to that file as one JSON line (``bench/report.py``).
 """
@@ -240,9 +241,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     limits[USERS_BUCKET] = args.users_limit
     okta = FakeOkta.with_demo_data(limits=limits)
     okta.default_push_outcome = PushOutcome(None)  # WAITING until the bench approves it
-    # The gaps between two polls of one push and the fewest /api/v1/users calls left, as Okta sees them.
+    # The gaps between two polls of one push (with its transaction id) and the fewest /api/v1/users
+    # calls left, as Okta sees them.
     last_poll: dict[str, float] = {}
-    gaps: list[float] = []
+    gaps: list[tuple[str, float]] = []
     low_water = [args.users_limit]
     from aiohttp import web
 
@@ -251,7 +253,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if request.method == "GET" and "/transactions/" in request.path:
             now = time.monotonic()
             if (last := last_poll.get(request.path)) is not None:
-                gaps.append(now - last)
+                gaps.append((request.path.rsplit("/", 1)[1], now - last))
             last_poll[request.path] = now
         response = await handler(request)
         low_water[0] = min(low_water[0], okta.bucket_remaining(USERS_BUCKET))
@@ -341,6 +343,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if (c, CaseState.VERIFIED) in cases.reached and c in approved
             ]
             agent_calls = [v for kind in ("search", "select", "challenge") for v in high.calls[kind]]
+            # The poll interval of the pending pushes: the gaps between polls of the 200, not those of
+            # the agents' own pushes, which are polled every 0.75 s in their first seconds.
+            seeded = set(tx_by_case.values())
+            pending_gaps = [gap for tx, gap in gaps if tx in seeded]
+            all_gaps = [gap for _, gap in gaps]
             all_latency = pending_latency + high.approve_to_verified
             results.update(
                 {
@@ -354,8 +361,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "agent_verifications": len(high.approve_to_verified),
                     "approve_to_verified_p50_s": statistics.median(all_latency) if all_latency else float("nan"),
                     "approve_to_verified_p99_s": pct(all_latency, 0.99),
-                    "poll_gap_p50_s": statistics.median(gaps) if gaps else float("nan"),
-                    "poll_gap_p99_s": pct(gaps, 0.99),
+                    "poll_gap_p50_s": statistics.median(pending_gaps) if pending_gaps else float("nan"),
+                    "poll_gap_p99_s": pct(pending_gaps, 0.99),
+                    "poll_gap_all_p50_s": statistics.median(all_gaps) if all_gaps else float("nan"),
                     "users_bucket_low_water": low_water[0],
                     "interval_s": args.interval,
                     "failures": low.failures + high.failures,
@@ -383,7 +391,8 @@ def report(r: dict[str, Any]) -> None:
         ("pushes concluded", f"{r['pushes_concluded']}/{r['pushes']}", "all"),
         ("approve → verified p50", f"{r['approve_to_verified_p50_s']:.1f} s", ""),
         ("approve → verified p99", f"{r['approve_to_verified_p99_s']:.1f} s", f"≤ {2 * gap:.1f} s (2 gaps)"),
-        ("gap between polls of a push (effective interval) p50", f"{gap:.1f} s", ""),
+        ("gap between polls of a pending push (effective interval) p50", f"{gap:.1f} s", ""),
+        ("gap between polls of any push (agents' early ones too) p50", f"{r['poll_gap_all_p50_s']:.1f} s", ""),
         (
             "fewest /api/v1/users calls left in a window",
             str(r["users_bucket_low_water"]),

@@ -283,7 +283,7 @@ def limits_rows(r: dict[str, Any]) -> list[Row]:
             "approve → verified p99 under load",
             f"{p99:.1f} s",
             f"{gap:.1f} s",
-            "effective poll interval (p50 gap)",
+            "poll interval of the pending pushes (p50 gap)",
             f"{p99 / gap:.2f} intervals",
             "≤ 2 intervals",
             p99 <= 2 * gap,
@@ -386,7 +386,7 @@ def main() -> None:
         "- Okta rows (`bench/okta_limits.py`): FakeOkta with Okta's published per-minute buckets",
         "  (`/api/v1/users` 600/min, shared by searches, factor lists, challenges and push polls). 200",
         "  pushes cannot be polled every 3 s on 600 calls a minute, so the p99 is held to two *effective*",
-        "  poll intervals: the gap Okta sees between two polls of one push.",
+        "  poll intervals: the gap Okta sees between two polls of one of the 200 pending pushes.",
         "",
     ]
     args.out.write_text("\n".join(doc))
