@@ -9,6 +9,7 @@ before = cpu_seconds(proc.pid)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -20,6 +21,16 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+async def wait_for_parent(lifetime: float) -> None:
+    """In a bench's server child: return once the parent closes our stdin, or after ``lifetime`` s
+    whatever happens there (a bench never leaves a server behind)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.read(), lifetime)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import hashlib
 import hmac
@@ -47,6 +46,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._procs import wait_for_parent  # noqa: E402
 from shared.natsserver import EmbeddedNats, free_port  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret-0123456789abcdef"
@@ -141,7 +141,7 @@ async def _serve_gateway(port: int, nats_url: str) -> None:
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
     gc.freeze()  # both servers alike, as `helpdesk` does once its services are up
     print("READY", flush=True)
-    await _wait_for_parent()
+    await wait_for_parent(CHILD_LIFETIME)
     await runner.cleanup()
     await bus.close()
 
@@ -186,7 +186,7 @@ async def _serve_bare(port: int, nats_url: str) -> None:
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
     gc.freeze()  # every server alike, as `helpdesk` does once its services are up
     print("READY", flush=True)
-    await _wait_for_parent()
+    await wait_for_parent(CHILD_LIFETIME)
     await runner.cleanup()
     await bus.close()
 
@@ -211,17 +211,8 @@ async def _serve_bolt(port: int) -> None:
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
     gc.freeze()  # both servers alike, as `helpdesk` does once its services are up
     print("READY", flush=True)
-    await _wait_for_parent()
+    await wait_for_parent(CHILD_LIFETIME)
     await runner.cleanup()
-
-
-async def _wait_for_parent() -> None:
-    """Run until the parent closes our stdin (or CHILD_LIFETIME passes)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(reader.read(), CHILD_LIFETIME)
 
 
 def cpu_seconds(pid: int | None) -> float:

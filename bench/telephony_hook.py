@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import os
 import statistics
@@ -45,6 +44,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._procs import wait_for_parent  # noqa: E402
 from helpdesk.cli import run_async  # noqa: E402
 from sandbox.telephony import FakeTwilio  # noqa: E402
 from shared.natsserver import EmbeddedNats  # noqa: E402
@@ -407,11 +407,7 @@ async def serve() -> None:
     await service.start()
     gc.freeze()  # as `helpdesk` does once its services are up (helpdesk/runner.py)
     print(f"READY {service.url}", flush=True)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(reader.read(), CHILD_LIFETIME)
+    await wait_for_parent(CHILD_LIFETIME)
     await service.stop()
     await bus.close()
 
@@ -500,11 +496,7 @@ async def serve_floor() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     gc.freeze()  # as the real hook
     print(f"READY http://127.0.0.1:{port}", flush=True)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(reader.read(), CHILD_LIFETIME)
+    await wait_for_parent(CHILD_LIFETIME)
     await runner.cleanup()
     await sends.close()
     await bus.close()
