@@ -81,9 +81,7 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[st
     return {
         "production": render(str(production)),
         "sandbox": render(str(K8S / "overlays" / "sandbox")),
-        FULL: render(
-            variant(tmp, "full", "overlays/production", ["telephony", "tickets", "servicemonitor"])
-        ),
+        FULL: render(variant(tmp, "full", "overlays/production", ["telephony", "tickets", "servicemonitor"])),
         "hpa": render(str(hpa_dir)),
     }
 
