@@ -10,12 +10,14 @@ allowed and sees no issue (404), as on a site whose projects are not public. A 4
     url = await fake.start()                    # JIRA_URL
     fake.rate_limit_next(retry_after=1)         # next request: 429 (jira-per-issue-on-write)
     fake.fail_next(status=503, retry_after=1)   # then a 503 with Retry-After
+    fake.answer_late_next(3.0)                  # the next comment is added, its answer comes 3 s later
     ...
     assert fake.comment_texts("HELP-1") == ["Caller verified by …"]
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -95,6 +97,7 @@ class FakeJira(FakeService):
         self.issues: dict[str, str] = {key: str(10000 + i) for i, key in enumerate(issues)}  # key → id
         self.comments: dict[str, list[dict[str, Any]]] = {key: [] for key in issues}
         self._failures: deque[tuple[int, float | None]] = deque()
+        self._late_answers: deque[float] = deque()
         self._next_id = 10000
         for version in ("2", "3"):
             self.app.router.add_get(f"/rest/api/{version}/serverInfo", self._server_info)
@@ -118,6 +121,11 @@ class FakeJira(FakeService):
     def fail_next(self, status: int = 503, n: int = 1, retry_after: float | None = None) -> None:
         for _ in range(n):
             self._failures.append((status, retry_after))
+
+    def answer_late_next(self, seconds: float) -> None:
+        """Add the next comment, then hold its answer ``seconds``: a client that gives up sooner cannot
+        tell that it landed."""
+        self._late_answers.append(seconds)
 
     # Plumbing ----------------------------------------------------------------------------------
 
@@ -229,6 +237,8 @@ class FakeJira(FakeService):
         if isinstance(payload.get("visibility"), dict):
             comment["visibility"] = payload["visibility"]
         self.comments[key].append({**comment, "text": text})
+        if self._late_answers:
+            await asyncio.sleep(self._late_answers.popleft())
         return json_response(comment, status=201)
 
     async def _list_comments(self, request: web.Request) -> web.Response:
@@ -239,4 +249,12 @@ class FakeJira(FakeService):
         if caller is None or key not in self.issues:
             return jira_error(404, [NOT_FOUND])
         shown = [{k: v for k, v in c.items() if k != "text"} for c in self.comments[key]]
-        return json_response({"startAt": 0, "maxResults": 5000, "total": len(shown), "comments": shown})
+        if request.query.get("orderBy", "created").startswith("-"):
+            shown.reverse()
+        try:
+            limit = max(0, min(5000, int(request.query.get("maxResults", "5000"))))
+            start = max(0, int(request.query.get("startAt", "0")))
+        except ValueError:
+            return jira_error(400, ["The value for a paging parameter is not a number."])
+        page = shown[start : start + limit]
+        return json_response({"startAt": start, "maxResults": limit, "total": len(shown), "comments": page})

@@ -13,6 +13,7 @@ A PATCH (or PUT) with ``work_notes`` appends an entry to the record's journal.
     fake.rate_limit_next(retry_after=2)         # next request: 429 with Retry-After, X-RateLimit-*
     fake.fail_next(status=503, n=2)             # then two 503s
     fake.deny_writes("sc_request")              # ACL: a PATCH there is a 403
+    fake.answer_late_next(3.0)                  # the next write is applied, its answer comes 3 s later
     fake.legacy_empty_404 = True                # no match → 404, as releases before Helsinki
     ...
     assert fake.work_notes("INC0010001") == ["Caller verified by …"]
@@ -20,6 +21,7 @@ A PATCH (or PUT) with ``work_notes`` appends an entry to the record's journal.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -77,6 +79,7 @@ class FakeServiceNow(FakeService):
         self.legacy_empty_404 = False
         self.rate_limit_rule: str | None = None  # set: every answer carries X-RateLimit-* of that rule
         self._failures: deque[tuple[int, float | None]] = deque()
+        self._late_answers: deque[float] = deque()
         self.app.router.add_get("/api/now/table/{table}", self._list)
         self.app.router.add_get("/api/now/table/{table}/{sys_id}", self._get)
         self.app.router.add_patch("/api/now/table/{table}/{sys_id}", self._update)
@@ -116,6 +119,11 @@ class FakeServiceNow(FakeService):
         """Answer the next ``n`` requests with ``status`` (a 5xx from a node, a proxy)."""
         for _ in range(n):
             self._failures.append((status, retry_after))
+
+    def answer_late_next(self, seconds: float) -> None:
+        """Apply the next write, then hold its answer ``seconds`` (a slow node): a client that gives up
+        sooner cannot tell that the note landed."""
+        self._late_answers.append(seconds)
 
     def deny_writes(self, table: str) -> None:
         """An ACL refuses updates on ``table`` to the integration user (403)."""
@@ -259,4 +267,6 @@ class FakeServiceNow(FakeService):
         record["sys_updated_on"] = _now()
         record["sys_updated_by"] = user
         record["sys_mod_count"] = str(int(record["sys_mod_count"]) + 1)
+        if self._late_answers:
+            await asyncio.sleep(self._late_answers.popleft())
         return json_response({"result": self._shape(record, request)}, headers=self._rate_headers())

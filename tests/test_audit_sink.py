@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -16,6 +17,8 @@ from sandbox.base import FakeService
 from sandbox.jira import FakeJira
 from sandbox.servicenow import FakeServiceNow
 from sandbox.webhook import FakeWebhookReceiver, verify_signature
+from services.audit_sink import jira as jira_client
+from services.audit_sink import servicenow as servicenow_client
 from services.audit_sink.app import AuditSinkService, NothingToSink, create_service
 from services.audit_sink.errors import retry_after
 from services.audit_sink.handlers import NOTE_FAILED
@@ -224,6 +227,49 @@ async def test_rate_limit_and_503_are_retried_then_written_once(
         await bus.publish(later)
         await until(servicenow, lambda: len(servicenow.work_notes("INC0010001")) >= 2)
     assert len(servicenow.work_notes("INC0010001")) == 2
+
+
+async def record_status(kv: Any, key: str, status: str, timeout: float = 8.0) -> dict[str, Any]:
+    """The KV record ``key`` once its status is ``status`` (``writing`` comes first)."""
+    import orjson
+
+    watcher = await kv.watch(key)
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)
+            if entry is not None and entry.value and (record := orjson.loads(entry.value))["status"] == status:
+                return dict(record)
+    finally:
+        await watcher.stop()
+
+
+@pytest.mark.parametrize("system", ["servicenow", "jira"])
+async def test_a_note_whose_answer_was_lost_is_found_not_written_twice(
+    system: str,
+    sink_settings: Settings,
+    bus: Bus,
+    servicenow: FakeServiceNow,
+    jira: FakeJira,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ticket system applied the note but answered after the sink gave up (a timeout): the next
+    delivery finds the note in the ticket and writes no second one."""
+    monkeypatch.setattr(servicenow_client, "TIMEOUT", httpx.Timeout(0.5))
+    monkeypatch.setattr(jira_client, "TIMEOUT", httpx.Timeout(0.5))
+    ticket = "INC0010001" if system == "servicenow" else "HELP-1"
+    notes = (lambda: servicenow.work_notes(ticket)) if system == "servicenow" else (lambda: jira.comment_texts(ticket))
+    (servicenow if system == "servicenow" else jira).answer_late_next(3.0)
+    verified = event("case.verified", ticket=ticket)
+    async with running(sink_settings, bus) as service:
+        assert service.tickets is not None
+        await bus.publish(verified)
+        record = await record_status(service.tickets.kv, f"note.{verified.event_id}", "written")
+        assert record["ref"] == "found"
+        assert len(notes()) == 1 and "verified by agent@example.com" in notes()[0]
+        closed = event("case.closed", "info", ticket=ticket)
+        await bus.publish(closed)  # the next note goes out as usual
+        await record_status(service.tickets.kv, f"note.{closed.event_id}", "written")
+    assert len(notes()) == 2
 
 
 async def test_missing_ticket_is_recorded_as_note_failed(

@@ -12,8 +12,10 @@ one, else an exponential backoff — until ``max_deliver`` deliveries, then give
 is also recorded as a ``ticket.note_failed`` audit event (category ``case``), which the responder can
 show the agent.
 
-Each note written is recorded in KV (``audit_sink``, key ``note.<event_id>``) before the event is
-acked, so a redelivered event writes no second note. The closing note sums up the case from a record
+Each note is recorded in KV (``audit_sink``, key ``note.<event_id>``): ``writing`` before the call,
+``written`` before the event is acked, so a redelivered event writes no second note. A delivery that
+finds ``writing`` (the call timed out or the sink died: the ticket system may have the note) looks
+for the note in the ticket first, and writes it only if it is not there. The closing note sums up the case from a record
 per case (``case.<case_id>``) that the verified and action events of the case fill in.
 """
 
@@ -48,6 +50,7 @@ MAX_DELIVER = 100  # with the backoff below: about a day of trying before giving
 BACKOFF_BASE = 2.0
 MAX_BACKOFF = 900.0
 NOTE_FAILED = "ticket.note_failed"
+WRITING = "writing"  # a note record while its call is out: the ticket system may have it or not
 
 
 def backoff(delivered: int, retry_after: float | None, base: float = BACKOFF_BASE) -> float:
@@ -120,12 +123,27 @@ class TicketNotes:
 
     async def _note(self, event: AuditEvent, ticket: Ticket, delivery: Delivery) -> None:
         key = f"note.{event.event_id}"
-        if await kv_read(self.kv, key) is not None:
+        found = await kv_read(self.kv, key)
+        earlier = _status(found[0]) if found is not None else None
+        if earlier is not None and earlier != WRITING:
             return  # written (or given up on) by an earlier delivery
         summary = await self._remember(event)
         text = note_text(event, summary)
         try:
-            ref = await self._write(ticket, text)
+            if earlier == WRITING and await self._there(ticket, text):
+                # An earlier attempt reached the ticket system and its answer was lost (a timeout):
+                # the note is there, so it is not written twice.
+                await self.kv.put(key, _record("written", ticket, ref="found"))
+                log.info("audit_sink.note_found", system=ticket.system, ticket=ticket.id, event_action=event.action)
+                return
+            if earlier is None:
+                await self.kv.put(key, _record(WRITING, ticket))
+            try:
+                ref = await self._write(ticket, text)
+            except TemporaryFailure as exc:
+                if exc.status is not None:  # an answer (429, 5xx): nothing was written, nothing to look for
+                    await self.kv.delete(key)
+                raise
         except PermanentFailure as exc:
             await self._failed(event, ticket, key, exc.status, exc.reason, exc.message)
             return
@@ -146,6 +164,13 @@ class TicketNotes:
             raise RetryLater(delay, exc.message) from None
         await self.kv.put(key, _record("written", ticket, ref=ref))
         log.info("audit_sink.note_written", system=ticket.system, ticket=ticket.id, event_action=event.action)
+
+    async def _there(self, ticket: Ticket, text: str) -> bool:
+        if ticket.system == "servicenow":
+            assert self.servicenow is not None
+            return await self.servicenow.has_work_note(ticket.id, text)
+        assert self.jira is not None
+        return await self.jira.has_comment(ticket.id, text)
 
     async def _write(self, ticket: Ticket, text: str) -> str:
         if ticket.system == "servicenow":
@@ -261,6 +286,14 @@ class WebhookSink:
             )
             raise RetryLater(delay, exc.message) from None
         log.debug("audit_sink.webhook_delivered", event_id=message.event_id)
+
+
+def _status(value: bytes | None) -> str | None:
+    try:
+        record = orjson.loads(value or b"{}")
+    except orjson.JSONDecodeError:
+        return None
+    return record.get("status") if isinstance(record, dict) else None
 
 
 def _record(status: str, ticket: Ticket, **extra: Any) -> bytes:

@@ -32,6 +32,7 @@ from shared.settings import Settings
 SYSTEM = "jira"
 ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9]+-\d+$")
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+RECENT_COMMENTS = 100  # comments read back to find one written by an attempt that timed out
 USER_AGENT = "helpdesk-verify-audit-sink"
 
 
@@ -120,6 +121,28 @@ class JiraClient:
             body = {}
         return str(body.get("id", "")) if isinstance(body, dict) else ""
 
+    async def has_comment(self, key: str, text: str) -> bool:
+        """Whether one of the newest comments on issue ``key`` is ``text`` (a comment written by an
+        attempt whose answer never came back), compared line by line as :func:`adf` writes it."""
+        if not ISSUE_KEY.match(key):
+            raise ValueError(f"not a Jira issue key: {key[:40]!r}")
+        path = f"/rest/api/3/issue/{key}/comment"
+        try:
+            resp = await self.http.get(path, params={"orderBy": "-created", "maxResults": str(RECENT_COMMENTS)})
+        except httpx.TimeoutException:
+            raise JiraUnavailable(f"GET {path}: timed out") from None
+        except httpx.HTTPError as exc:
+            raise JiraUnavailable(f"GET {path}: {type(exc).__name__}") from None
+        if resp.status_code >= 400:
+            raise self._raise_for(resp, f"GET {path}")
+        try:
+            body = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise JiraUnavailable(f"GET {path}: answer is not JSON", status=resp.status_code) from None
+        comments = body.get("comments") if isinstance(body, dict) else None
+        wanted = _lines(text)
+        return any(_lines(_adf_text(c.get("body"))) == wanted for c in comments or [] if isinstance(c, dict))
+
     @staticmethod
     def _raise_for(resp: httpx.Response, what: str) -> JiraError:
         status = resp.status_code
@@ -132,6 +155,22 @@ class JiraClient:
         if status == 404:
             return JiraNotFound(message, status)
         return JiraRejected(message, status)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _adf_text(node: Any) -> str:
+    """The text of an ADF document: its text nodes, one line per paragraph."""
+    if isinstance(node, str):
+        return node  # a v2 (wiki markup) body
+    if not isinstance(node, dict):
+        return ""
+    if node.get("type") == "text":
+        return str(node.get("text", ""))
+    inner = "".join(_adf_text(child) for child in node.get("content") or [])
+    return inner + "\n" if node.get("type") == "paragraph" else inner
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -152,6 +152,17 @@ class ServiceNowClient:
         await self._call("PATCH", f"/api/now/table/{record.table}/{record.sys_id}", json={"work_notes": text})
         return record
 
+    async def has_work_note(self, number: str, text: str) -> bool:
+        """Whether the work notes of the record ``number`` already hold ``text`` (a note written by an
+        attempt whose answer never came back). The journal is read as ServiceNow shows it: the field's
+        display value, every entry with its header."""
+        record = await self.find(number)
+        params = {"sysparm_fields": "work_notes", "sysparm_display_value": "true"}
+        body = await self._call("GET", f"/api/now/table/{record.table}/{record.sys_id}", params=params)
+        result = body.get("result")
+        journal = result.get("work_notes") if isinstance(result, dict) else None
+        return isinstance(journal, str) and text.strip() in journal
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             resp = await self.http.request(method, path, **kwargs)
