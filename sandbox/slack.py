@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
+from helpdesk.manifest import BOT_SCOPES
 from sandbox.base import FakeService, json_response
 
 TEAM_ID = "T0HELPDSK"
@@ -90,18 +91,6 @@ SECURITY_CHANNEL_NAME = "security-alerts"
 
 DEFAULT_BOT_TOKEN = "xoxb-sandbox-0000000000-helpdesk"
 DEFAULT_APP_TOKEN = "xapp-1-A0HELPDESK-0000000000-sandbox"
-# What installing the app from `helpdesk manifest` grants the bot.
-DEFAULT_SCOPES = (
-    "commands",
-    "chat:write",
-    "im:write",
-    "users:read",
-    "users:read.email",
-    "channels:read",
-    "groups:read",
-    "app_mentions:read",
-    "im:history",
-)
 
 MODAL_TEXT_LIMIT = 24
 MAX_VIEW_BLOCKS = 100
@@ -193,7 +182,7 @@ class FakeSlack(FakeService):
         super().__init__()
         self.bot_token = bot_token
         self.app_token = DEFAULT_APP_TOKEN
-        self.scopes: list[str] = list(DEFAULT_SCOPES)
+        self.scopes: list[str] = list(BOT_SCOPES)  # what installing the app from its manifest grants
         self.left_channels: set[str] = set()
         self.clock = clock
         self.expire_trigger_after = expire_trigger_after
