@@ -104,44 +104,34 @@ class JiraClient:
 
     async def add_comment(self, key: str, text: str) -> str:
         """Comment ``text`` on issue ``key``; returns the new comment's id."""
-        if not ISSUE_KEY.match(key):
-            raise ValueError(f"not a Jira issue key: {key[:40]!r}")
-        path = f"/rest/api/3/issue/{key}/comment"
-        try:
-            resp = await self.http.post(path, json={"body": adf(text)})
-        except httpx.TimeoutException:
-            raise JiraUnavailable(f"POST {path}: timed out") from None
-        except httpx.HTTPError as exc:
-            raise JiraUnavailable(f"POST {path}: {type(exc).__name__}") from None
-        if resp.status_code >= 400:
-            raise self._raise_for(resp, f"POST {path}")
-        try:
-            body = orjson.loads(resp.content)
-        except orjson.JSONDecodeError:
-            body = {}
+        body = await self._call("POST", _comments_path(key), json={"body": adf(text)})
         return str(body.get("id", "")) if isinstance(body, dict) else ""
 
     async def has_comment(self, key: str, text: str) -> bool:
         """Whether one of the newest comments on issue ``key`` is ``text`` (a comment written by an
         attempt whose answer never came back), compared line by line as :func:`adf` writes it."""
-        if not ISSUE_KEY.match(key):
-            raise ValueError(f"not a Jira issue key: {key[:40]!r}")
-        path = f"/rest/api/3/issue/{key}/comment"
-        try:
-            resp = await self.http.get(path, params={"orderBy": "-created", "maxResults": str(RECENT_COMMENTS)})
-        except httpx.TimeoutException:
-            raise JiraUnavailable(f"GET {path}: timed out") from None
-        except httpx.HTTPError as exc:
-            raise JiraUnavailable(f"GET {path}: {type(exc).__name__}") from None
-        if resp.status_code >= 400:
-            raise self._raise_for(resp, f"GET {path}")
-        try:
-            body = orjson.loads(resp.content)
-        except orjson.JSONDecodeError:
-            raise JiraUnavailable(f"GET {path}: answer is not JSON", status=resp.status_code) from None
+        params = {"orderBy": "-created", "maxResults": str(RECENT_COMMENTS)}
+        body = await self._call("GET", _comments_path(key), params=params, need_json=True)
         comments = body.get("comments") if isinstance(body, dict) else None
         wanted = _lines(text)
         return any(_lines(_adf_text(c.get("body"))) == wanted for c in comments or [] if isinstance(c, dict))
+
+    async def _call(self, method: str, path: str, *, need_json: bool = False, **kwargs: Any) -> Any:
+        """One request; its JSON answer (``{}`` for an unreadable one, unless ``need_json``)."""
+        try:
+            resp = await self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise JiraUnavailable(f"{method} {path}: timed out") from None
+        except httpx.HTTPError as exc:
+            raise JiraUnavailable(f"{method} {path}: {type(exc).__name__}") from None
+        if resp.status_code >= 400:
+            raise self._raise_for(resp, f"{method} {path}")
+        try:
+            return orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            if need_json:
+                raise JiraUnavailable(f"{method} {path}: answer is not JSON", status=resp.status_code) from None
+            return {}  # the comment was created: its id is only a courtesy
 
     @staticmethod
     def _raise_for(resp: httpx.Response, what: str) -> JiraError:
@@ -155,6 +145,12 @@ class JiraClient:
         if status == 404:
             return JiraNotFound(message, status)
         return JiraRejected(message, status)
+
+
+def _comments_path(key: str) -> str:
+    if not ISSUE_KEY.match(key):
+        raise ValueError(f"not a Jira issue key: {key[:40]!r}")
+    return f"/rest/api/3/issue/{key}/comment"
 
 
 def _lines(text: str) -> list[str]:
