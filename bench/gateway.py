@@ -46,7 +46,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._procs import wait_for_parent  # noqa: E402
+from bench._procs import cpu_seconds, wait_for_parent  # noqa: E402
 from shared.natsserver import EmbeddedNats, free_port  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret-0123456789abcdef"
@@ -213,17 +213,6 @@ async def _serve_bolt(port: int) -> None:
     print("READY", flush=True)
     await wait_for_parent(CHILD_LIFETIME)
     await runner.cleanup()
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds a process has used so far (Linux ``/proc``; 0 elsewhere)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Child:

@@ -44,7 +44,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._procs import wait_for_parent  # noqa: E402
+from bench._procs import cpu_seconds, wait_for_parent  # noqa: E402
 from helpdesk.cli import run_async  # noqa: E402
 from sandbox.telephony import FakeTwilio  # noqa: E402
 from shared.natsserver import EmbeddedNats  # noqa: E402
@@ -157,15 +157,6 @@ async def closed_loop(name: str, url: str, clients: int, seconds: float, give_up
         await asyncio.gather(*(worker(w) for w in range(clients)))
         wall = loop.time() - start
     return Run(name, [r[0] for r in results], Counter(r[1] for r in results), wall)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measured(proc: asyncio.subprocess.Process, scenario: Awaitable[Run]) -> Run:
