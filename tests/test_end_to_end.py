@@ -15,6 +15,7 @@ import pytest
 from helpdesk.sandbox_stack import SandboxStack
 from shared import ui
 from shared.natsserver import free_port
+from tests.settings_env import as_environment
 
 
 @pytest.fixture
@@ -50,15 +51,7 @@ async def test_helpdesk_run_stops_gracefully_on_sigterm(nats_url: str, prefix: s
     tickets) and exits 0 within a few seconds of SIGTERM."""
     async with SandboxStack(nats_url=nats_url, prefix=prefix, services=[]) as sandbox:
         assert sandbox.settings is not None
-        env = dict(os.environ)
-        for name, value in sandbox.settings.model_dump().items():
-            if value is None or name.startswith("_"):
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            if isinstance(value, list):
-                value = ",".join(value)
-            env[name.upper()] = str(value)
+        env = {**os.environ, **as_environment(sandbox.settings)}
         env["LOG_FORMAT"] = "json"
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -18,6 +18,7 @@ from helpdesk.sandbox_stack import SandboxStack
 from shared.bus import Bus
 from shared.natsserver import EmbeddedNats, free_port
 from shared.observability import OpsEndpoint
+from tests.settings_env import as_environment
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -108,15 +109,7 @@ async def test_service_command_serves_metrics_port(nats_url: str, prefix: str) -
     """`helpdesk okta-worker` with METRICS_PORT answers /readyz and /metrics there, and stops on SIGTERM."""
     async with SandboxStack(nats_url=nats_url, prefix=prefix, services=[]) as sandbox:
         assert sandbox.settings is not None
-        env = dict(os.environ)
-        for name, value in sandbox.settings.model_dump().items():
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            if isinstance(value, list):
-                value = ",".join(value)
-            env[name.upper()] = str(value)
+        env = {**os.environ, **as_environment(sandbox.settings)}
         port = free_port()
         env.update(METRICS_PORT=str(port), LOG_FORMAT="json")
         proc = await asyncio.create_subprocess_exec(

@@ -30,6 +30,7 @@ from shared import ui
 from shared.natsserver import free_port
 from shared.settings import Settings
 from tests.secure_nats import SecureNats
+from tests.settings_env import as_environment
 
 pytestmark = pytest.mark.timeout(180)
 POLLS = re.compile(rb'^helpdesk_okta_worker_push_polls_total\{result="WAITING"\} ([0-9.e+]+)$', re.M)
@@ -105,14 +106,7 @@ async def until(probe: Callable[[], Any], what: str, timeout: float = 30.0) -> A
 def environment(settings: Settings, secure: SecureNats, user: str, **extra: str) -> dict[str, str]:
     """What an operator sets for one service: the product's settings, NATS as `user` (TLS, password file)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "SLACK_", "OKTA_", "TELEPHONY_"))}
-    for name, value in settings.model_dump().items():
-        if value is None or name.startswith("nats_"):
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        if isinstance(value, list):
-            value = ",".join(value)
-        env[name.upper()] = str(value)
+    env.update({k: v for k, v in as_environment(settings).items() if not k.startswith("NATS_")})
     env.update(secure.env_for(user))
     env.update({"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG", **extra})
     return env
