@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,16 +76,21 @@ class FakeService:
     def calls_to(self, method: str, path: str) -> list[RecordedCall]:
         return [c for c in self.calls if c.method == method and c.path == path]
 
-    async def wait_for_call(self, method: str, path: str, count: int = 1, timeout: float = 5.0) -> list[RecordedCall]:
-        """Wait until ``count`` calls to ``method path`` have arrived (event-driven, no sleeps)."""
+    async def until(self, check: Callable[[], T], timeout: float = 5.0) -> T:
+        """Wait, woken by each request this fake receives (no sleeps), until ``check()`` is truthy; its value."""
 
-        async def _wait() -> list[RecordedCall]:
-            while len(found := self.calls_to(method, path)) < count:
+        async def _wait() -> T:
+            while not (found := check()):
                 self.call_event.clear()
                 await self.call_event.wait()
             return found
 
         return await asyncio.wait_for(_wait(), timeout)
+
+    async def wait_for_call(self, method: str, path: str, count: int = 1, timeout: float = 5.0) -> list[RecordedCall]:
+        """Wait until ``count`` calls to ``method path`` have arrived (event-driven, no sleeps)."""
+        await self.until(lambda: len(self.calls_to(method, path)) >= count, timeout)
+        return self.calls_to(method, path)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
         """Serve on ``host:port`` (0: a free port), over TLS with ``ssl_context``; returns the base URL."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +13,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from helpdesk.runner import ServiceGroup, service_names
-from sandbox.base import FakeService
 from sandbox.jira import FakeJira
 from sandbox.servicenow import FakeServiceNow
 from sandbox.webhook import FakeWebhookReceiver, verify_signature
@@ -32,6 +31,7 @@ SN_TOKEN = "sn-bearer-token-never-logged-0123456789"
 JIRA_TOKEN = "ATATT3xFfGF0-jira-api-token-never-logged"
 HOOK_SECRET = "whsec-audit-hook-secret-never-logged"
 AGENT = "agent@example.com"
+WAIT = 8.0  # seconds a test waits on a fake: retries with their backoff happen inside it
 
 
 def event(name: str, outcome: str = "success", ticket: str | None = "INC0010001", case_id: str = "c1", **extra: Any):
@@ -48,18 +48,6 @@ def event(name: str, outcome: str = "success", ticket: str | None = "INC0010001"
         case_id=case_id,
         details=details,
     )
-
-
-async def until(fake: FakeService, check: Callable[[], Any], timeout: float = 8.0) -> Any:
-    """Wait, call by call, until ``check()`` holds."""
-
-    async def _wait() -> Any:
-        while not (found := check()):
-            fake.call_event.clear()
-            await fake.call_event.wait()
-        return found
-
-    return await asyncio.wait_for(_wait(), timeout)
 
 
 async def written(kv: Any, key: str, timeout: float = 5.0) -> bytes:
@@ -160,7 +148,7 @@ async def test_servicenow_work_note_lands_in_the_table_its_number_names(
     """A verified case with an INC/REQ/RITM ticket gets a work note on that record, found by number."""
     async with running(sink_settings, bus):
         await bus.publish(event("case.verified", ticket=number, factor_type="push"))
-        notes = await until(servicenow, lambda: servicenow.work_notes(number))
+        notes = await servicenow.until(lambda: servicenow.work_notes(number), timeout=WAIT)
     assert "verified by agent@example.com" in notes[0] and "Okta Verify push" in notes[0]
     assert "alice@example.com" in notes[0] and "strong" in notes[0]
     find = servicenow.calls_to("GET", f"/api/now/table/{table}")[0]
@@ -176,7 +164,7 @@ async def test_servicenow_bearer_token_is_used_when_set(
     """With SERVICENOW_TOKEN the Table API is called with a bearer token instead of Basic auth."""
     async with running(sink_settings, bus, servicenow_token=SN_TOKEN, servicenow_password=None):
         await bus.publish(event("case.verified"))
-        await until(servicenow, lambda: servicenow.work_notes("INC0010001"))
+        await servicenow.until(lambda: servicenow.work_notes("INC0010001"), timeout=WAIT)
     assert all(c.headers["Authorization"] == f"Bearer {SN_TOKEN}" for c in servicenow.calls)
 
 
@@ -195,7 +183,9 @@ async def test_a_case_writes_verified_action_and_closing_notes(
             event("case.closed", "info", outcome_before="verified"),
         ):
             await bus.publish(e)
-        notes = await until(servicenow, lambda: (n := servicenow.work_notes("INC0010001")) and len(n) >= 5 and n)
+        notes = await servicenow.until(
+            lambda: (n := servicenow.work_notes("INC0010001")) and len(n) >= 5 and n, timeout=WAIT
+        )
     assert len(notes) == 5
     assert "password reset link emailed (done)" in notes[1]
     assert "account unlocked (FAILED)" in notes[2] and "not locked" in notes[2]
@@ -216,7 +206,7 @@ async def test_rate_limit_and_503_are_retried_then_written_once(
     async with running(sink_settings, bus) as service:
         started = asyncio.get_running_loop().time()
         await bus.publish(verified)
-        await until(servicenow, lambda: servicenow.work_notes("INC0010001"))
+        await servicenow.until(lambda: servicenow.work_notes("INC0010001"), timeout=WAIT)
         assert asyncio.get_running_loop().time() - started >= 1.0  # Retry-After: 1
         assert len(servicenow.calls_to("GET", "/api/now/table/incident")) == 3
         assert service.tickets is not None
@@ -225,7 +215,7 @@ async def test_rate_limit_and_503_are_retried_then_written_once(
         later = event("case.closed", "info")
         await bus.publish(verified, msg_id="again")  # a redelivery of the same event
         await bus.publish(later)
-        await until(servicenow, lambda: len(servicenow.work_notes("INC0010001")) >= 2)
+        await servicenow.until(lambda: len(servicenow.work_notes("INC0010001")) >= 2, timeout=WAIT)
     assert len(servicenow.work_notes("INC0010001")) == 2
 
 
@@ -332,7 +322,7 @@ async def test_jira_comment_is_v3_with_an_adf_body(sink_settings: Settings, bus:
     """A Jira key gets a REST v3 comment with an ADF document, Basic email:token auth."""
     async with running(sink_settings, bus):
         await bus.publish(event("case.verified", ticket="HELP-2", factor_type="sms"))
-        texts = await until(jira, lambda: jira.comment_texts("HELP-2"))
+        texts = await jira.until(lambda: jira.comment_texts("HELP-2"), timeout=WAIT)
     assert "verified by agent@example.com with an SMS code" in texts[0]
     call = jira.calls_to("POST", "/rest/api/3/issue/HELP-2/comment")[0]
     body = call.json["body"]
@@ -346,7 +336,7 @@ async def test_jira_429_is_retried_after_its_retry_after(sink_settings: Settings
     jira.fail_next(status=503, retry_after=0)
     async with running(sink_settings, bus):
         await bus.publish(event("case.action", ticket="HELP-1", action="unlock"))
-        await until(jira, lambda: jira.comment_texts("HELP-1"))
+        await jira.until(lambda: jira.comment_texts("HELP-1"), timeout=WAIT)
     assert len(jira.calls_to("POST", "/rest/api/3/issue/HELP-1/comment")) == 3
     assert len(jira.comment_texts("HELP-1")) == 1
 
@@ -375,7 +365,7 @@ async def test_webhook_is_signed_keyed_and_retried_on_500(
     sent = event("case.opened", "info", ticket=None)
     async with running(sink_settings, bus):
         await bus.publish(sent)
-        await until(receiver, lambda: receiver.events)
+        await receiver.until(lambda: receiver.events, timeout=WAIT)
     assert receiver.events[0]["event_id"] == sent.event_id and receiver.events[0]["action"] == "case.opened"
     calls = receiver.calls_to("POST", "/audit")
     assert len(calls) == 3
@@ -393,9 +383,9 @@ async def test_webhook_4xx_is_permanent(sink_settings: Settings, bus: Bus, recei
     first, second = event("case.opened", "info"), event("case.step_up", "info")
     async with running(sink_settings, bus):
         await bus.publish(first)
-        await until(receiver, lambda: receiver.calls_to("POST", "/audit"))
+        await receiver.until(lambda: receiver.calls_to("POST", "/audit"), timeout=WAIT)
         await bus.publish(second)
-        await until(receiver, lambda: receiver.events)
+        await receiver.until(lambda: receiver.events, timeout=WAIT)
         await asyncio.sleep(0.5)  # a retry of the first would come after ~0.1 s
     keys = [c.headers["Idempotency-Key"] for c in receiver.calls_to("POST", "/audit")]
     assert keys == [first.event_id, second.event_id]
@@ -417,8 +407,8 @@ async def test_no_secret_reaches_the_logs_or_the_notes(
             await bus.publish(event("case.verified"))
             await bus.publish(event("case.verified", ticket="HELP-1", case_id="c2"))
             await asyncio.wait_for(arrived.wait(), 8)
-            await until(jira, lambda: jira.comment_texts("HELP-1"))
-            await until(receiver, lambda: len(receiver.events) >= 2)
+            await jira.until(lambda: jira.comment_texts("HELP-1"), timeout=WAIT)
+            await receiver.until(lambda: len(receiver.events) >= 2, timeout=WAIT)
             await sub.unsubscribe()
     text = repr(logs) + repr(found) + " ".join(jira.comment_texts("HELP-1"))
     assert logs, "the sink logs what it does"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -44,15 +44,6 @@ def event(action: str, outcome: str, case_id: str | None = "case-a", **extra: An
     return AuditEvent(**values)
 
 
-async def until(slack: FakeSlack, check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async def _wait() -> None:
-        while not check():
-            slack.call_event.clear()
-            await slack.call_event.wait()
-
-    await asyncio.wait_for(_wait(), timeout)
-
-
 async def open_view(bus: Bus, slack: FakeSlack, case_id: str = "case-a") -> None:
     trigger = slack.issue_trigger(AGENT_USER_ID)
     snapshot = CaseSnapshot(
@@ -64,7 +55,7 @@ async def open_view(bus: Bus, slack: FakeSlack, case_id: str = "case-a") -> None
         trigger_id=trigger,
     )
     await bus.publish(snapshot, msg_id=f"{case_id}:1")
-    await until(slack, lambda: trigger in slack._trigger_views)
+    await slack.until(lambda: trigger in slack._trigger_views)
 
 
 def audit_messages(slack: FakeSlack) -> list[dict[str, Any]]:
@@ -87,16 +78,16 @@ async def test_one_thread_per_case_with_the_outcome_on_the_parent(
     ]
     for e in events:
         await bus.publish(e, msg_id=e.event_id)
-    await until(slack, lambda: len(audit_messages(slack)) == 1 + len(events))
+    await slack.until(lambda: len(audit_messages(slack)) == 1 + len(events))
     parent, *replies = slack.thread(AUDIT_CHANNEL_ID, audit_messages(slack)[0]["ts"])
     assert len(replies) == len(events)
-    await until(slack, lambda: "temporary password set" in parent["text"])
+    await slack.until(lambda: "temporary password set" in parent["text"])
     assert parent["text"].startswith(f":white_check_mark: <@{AGENT_USER_ID}> verified jane.doe@example.com (push)")
     assert "case › verified" in replies[2]["text"]
     # A redelivered event is not posted twice.
     await bus.publish(events[1], msg_id="again-" + events[1].event_id)
     await bus.publish(event("case.closed", "info"), msg_id="closing")
-    await until(slack, lambda: len(audit_messages(slack)) == 2 + len(events))
+    await slack.until(lambda: len(audit_messages(slack)) == 2 + len(events))
     assert sum("user selected" in m["text"] for m in audit_messages(slack)) == 1
 
 
@@ -131,8 +122,8 @@ async def test_rejected_push_is_flagged_loudly(service: ResponderService, bus: B
         event("case.rejected", "failure", details={"factor_type": "push"}),
     ]:
         await bus.publish(e, msg_id=e.event_id)
-    await until(slack, lambda: len(audit_messages(slack)) == 3)
-    await until(slack, lambda: "REJECTED" in audit_messages(slack)[0]["text"])
+    await slack.until(lambda: len(audit_messages(slack)) == 3)
+    await slack.until(lambda: "REJECTED" in audit_messages(slack)[0]["text"])
     parent, _sent, alert = audit_messages(slack)
     assert "SECURITY ALERT" in alert["text"]
     assert slack.method_calls("chat.postMessage")[-1].get("reply_broadcast") is True
@@ -154,7 +145,7 @@ async def test_views_open_goes_before_the_audit_post(service: ResponderService, 
     await bus.publish(first, msg_id=first.event_id)
     await asyncio.wait_for(waiting.wait(), 5)  # the audit event is being handled before any snapshot
     await open_view(bus, slack, case_id="case-b")
-    await until(slack, lambda: bool(audit_messages(slack)))
+    await slack.until(lambda: bool(audit_messages(slack)))
     methods = [m for m, _ in slack.api_log if m in {"views.open", "chat.postMessage"}]
     assert methods[0] == "views.open"
 
@@ -174,7 +165,7 @@ async def test_no_secret_reaches_the_channel(service: ResponderService, bus: Bus
         },
     )
     await bus.publish(leaky, msg_id=leaky.event_id)
-    await until(slack, lambda: len(audit_messages(slack)) == 2)
+    await slack.until(lambda: len(audit_messages(slack)) == 2)
     posted = repr(slack.method_calls("chat.postMessage")) + repr(slack.method_calls("chat.update"))
     assert SECRET_CODE not in posted and SECRET_PASSWORD not in posted and "xoxb-1234" not in posted
     assert "attempts left: 2" in audit_messages(slack)[1]["text"]
@@ -186,7 +177,7 @@ async def test_routine_events_without_a_case_stay_quiet(service: ResponderServic
     limit = event("velocity_limit", "refused", case_id=None, category="telephony", severity="warning")
     await bus.publish(routine, msg_id=routine.event_id)
     await bus.publish(limit, msg_id=limit.event_id)
-    await until(slack, lambda: bool(audit_messages(slack)))
+    await slack.until(lambda: bool(audit_messages(slack)))
     [posted] = audit_messages(slack)
     assert "SECURITY ALERT" in posted["text"] and "velocity limit" in posted["text"]
 

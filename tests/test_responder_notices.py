@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,17 +70,6 @@ async def service(settings: Settings, bus: Bus, slack: FakeSlack) -> AsyncIterat
 def notices(service: ResponderService) -> Notices:
     assert service.notices is not None
     return service.notices
-
-
-async def until(slack: FakeSlack, check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait, woken by each request the fake receives, until ``check()`` holds."""
-
-    async def _wait() -> None:
-        while not check():
-            slack.call_event.clear()
-            await slack.call_event.wait()
-
-    await asyncio.wait_for(_wait(), timeout)
 
 
 async def settled(bus: Bus, timeout: float = 5.0) -> None:
@@ -190,7 +179,7 @@ async def test_approval_request_is_posted_to_the_channel_with_both_buttons(
     """The request names who asks, for whom, which action, how verified, the risk and the expiry, and
     carries Approve (primary) and Deny (danger) whose value is the approval token, and nowhere else."""
     await publish(bus, approval(), "approval:ap-1:requested")
-    await until(slack, lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 1)
+    await slack.until(lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 1)
     message = slack.messages_in(APPROVALS_CHANNEL_ID)[0]
     text = shown(message)
     assert f"<@{AGENT_USER_ID}>" in message["text"] and f"<@{AGENT_USER_ID}>" in str(message["blocks"])
@@ -234,7 +223,7 @@ def test_names_cannot_forge_mentions() -> None:
 async def test_manager_approval_is_a_dm_to_the_manager(service: ResponderService, bus: Bus, slack: FakeSlack) -> None:
     """With manager_email the request goes to the manager's DM: lookupByEmail, conversations.open, post."""
     await publish(bus, approval(manager_email=MANAGER_EMAIL), "approval:ap-1:requested")
-    await until(slack, lambda: len(slack.dm_messages(MANAGER_USER_ID)) == 1)
+    await slack.until(lambda: len(slack.dm_messages(MANAGER_USER_ID)) == 1)
     assert slack.method_calls("users.lookupByEmail") == [{"email": MANAGER_EMAIL}]
     assert slack.method_calls("conversations.open") == [{"users": MANAGER_USER_ID}]
     assert slack.method_calls("chat.postMessage")[0]["channel"] == slack.dm_channel_id(MANAGER_USER_ID)
@@ -270,13 +259,13 @@ async def test_outcomes_update_the_request_without_buttons(
     buttons with the outcome and who decided; a late "approved" never hides "used"."""
     await publish(bus, approval(), "ap-1:requested")
     await publish(bus, approval(info={"approval_id": "ap-2"}), "ap-2:requested")
-    await until(slack, lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 2)
+    await slack.until(lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 2)
     first, second = slack.messages_in(APPROVALS_CHANNEL_ID)
     ref = MessageRef(channel=APPROVALS_CHANNEL_ID, ts=first["ts"])
 
     await publish(bus, approval(ApprovalStatus.APPROVED, message=ref), "ap-1:approved")
     await publish(bus, approval(ApprovalStatus.DENIED, info={"approval_id": "ap-2"}), "ap-2:denied")
-    await until(slack, lambda: len(slack.method_calls("chat.update")) == 2)
+    await slack.until(lambda: len(slack.method_calls("chat.update")) == 2)
     assert buttons(first) == [] and buttons(second) == []
     assert f"Approved by <@{SECOND_AGENT_USER_ID}>" in first["text"]
     assert f"*Approved* by <@{SECOND_AGENT_USER_ID}>" in str(first["blocks"])
@@ -284,7 +273,7 @@ async def test_outcomes_update_the_request_without_buttons(
     assert "Jane Doe" in shown(first) and "Reset all factors" in shown(second)
 
     await publish(bus, approval(ApprovalStatus.USED, message=ref), "ap-1:used")
-    await until(slack, lambda: len(slack.method_calls("chat.update")) == 3)
+    await slack.until(lambda: len(slack.method_calls("chat.update")) == 3)
     assert "and used" in str(first["blocks"])
     await publish(bus, approval(ApprovalStatus.APPROVED, message=ref), "ap-1:approved-again")
     await publish(bus, approval(ApprovalStatus.EXPIRED, info={"approval_id": "ap-3"}), "ap-3:expired")  # no message
@@ -298,19 +287,19 @@ async def test_a_refused_decision_is_a_thread_reply(service: ResponderService, b
     naming who clicked; the buttons stay, so the real approver can still decide. Refused because the
     request expired: the reply, and the request shows it expired."""
     await publish(bus, approval(), "ap-1:requested")
-    await until(slack, lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 1)
+    await slack.until(lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 1)
     parent = slack.messages_in(APPROVALS_CHANNEL_ID)[0]
     ref = MessageRef(channel=APPROVALS_CHANNEL_ID, ts=parent["ts"])
     own = f"<@{AGENT_USER_ID}>: You cannot approve your own request: another person must."
     await publish(bus, approval(message=ref, note=own), "ap-1:refused:U0AGENT01:True:1741084200.000")
-    await until(slack, lambda: len(slack.thread(APPROVALS_CHANNEL_ID, parent["ts"])) == 2)
+    await slack.until(lambda: len(slack.thread(APPROVALS_CHANNEL_ID, parent["ts"])) == 2)
     reply = slack.thread(APPROVALS_CHANNEL_ID, parent["ts"])[1]
     assert reply["text"] == f":no_entry_sign: {own}"
     assert len(buttons(parent)) == 2 and slack.method_calls("chat.update") == []
 
     late = f"<@{SECOND_AGENT_USER_ID}>: This request expired."
     await publish(bus, approval(ApprovalStatus.EXPIRED, message=ref, note=late), "ap-1:refused:late")
-    await until(slack, lambda: len(slack.method_calls("chat.update")) == 1)
+    await slack.until(lambda: len(slack.method_calls("chat.update")) == 1)
     assert len(slack.thread(APPROVALS_CHANNEL_ID, parent["ts"])) == 3
     assert buttons(parent) == [] and "*Expired*" in str(parent["blocks"])
 
@@ -323,7 +312,7 @@ async def test_target_gets_a_dm_with_this_wasnt_me(service: ResponderService, bu
     """The user is told what was done, by whom and when, with a danger "This wasn't me" button whose
     value is the notice token; then, disputed, the DM says what happened and loses the button."""
     await publish(bus, target(), "user:1")
-    await until(slack, lambda: len(slack.dm_messages(ALICE_USER_ID)) == 1)
+    await slack.until(lambda: len(slack.dm_messages(ALICE_USER_ID)) == 1)
     message = slack.dm_messages(ALICE_USER_ID)[0]
     for fact in ("All factors reset", "Temporary password set", AGENT_EMAIL, "Alice"):
         assert fact in shown(message), fact
@@ -335,7 +324,7 @@ async def test_target_gets_a_dm_with_this_wasnt_me(service: ResponderService, bu
 
     ref = MessageRef(channel=slack.dm_channel_id(ALICE_USER_ID), ts=message["ts"])
     await publish(bus, target(disputed=True, message=ref), "user:1:disputed")
-    await until(slack, lambda: bool(slack.method_calls("chat.update")))
+    await slack.until(lambda: bool(slack.method_calls("chat.update")))
     assert message["text"] == "Thanks — we signed you out everywhere and alerted security."
     assert buttons(message) == [] and "All factors reset" in shown(message)
     assert len(slack.dm_messages(ALICE_USER_ID)) == 1
@@ -357,7 +346,7 @@ async def test_a_target_not_in_slack_is_logged_and_acknowledged(notices: Notices
 async def test_security_notice_with_the_admin_link(service: ResponderService, bus: Bus, slack: FakeSlack) -> None:
     """The alert names the user and the agent and links to the user in the Okta Admin Console."""
     await publish(bus, security(), "security:case-1:escalation")
-    await until(slack, lambda: len(slack.messages_in(SECURITY_CHANNEL_ID)) == 1)
+    await slack.until(lambda: len(slack.messages_in(SECURITY_CHANNEL_ID)) == 1)
     message = slack.messages_in(SECURITY_CHANNEL_ID)[0]
     assert "protected user" in shown(message) and "jane.doe@example.com" in shown(message)
     assert f"<@{AGENT_USER_ID}>" in str(message["blocks"])
@@ -435,17 +424,17 @@ async def test_no_token_in_logs_or_kv(
     with capture_logs() as logs:
         slack.fail_next("chat.postMessage", error="channel_not_found")
         await publish(bus, approval(info={"approval_id": "ap-0"}), "ap-0:requested")
-        await until(slack, lambda: len(slack.method_calls("chat.postMessage")) == 1)  # refused
+        await slack.until(lambda: len(slack.method_calls("chat.postMessage")) == 1)  # refused
         await publish(bus, approval(), "ap-1:requested")
-        await until(slack, lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 1)
+        await slack.until(lambda: len(slack.messages_in(APPROVALS_CHANNEL_ID)) == 1)
         ref = MessageRef(channel=APPROVALS_CHANNEL_ID, ts=slack.messages_in(APPROVALS_CHANNEL_ID)[0]["ts"])
         await publish(bus, approval(message=ref, note="You cannot approve your own request."), "ap-1:note")
         await publish(bus, approval(ApprovalStatus.DENIED, message=ref), "ap-1:denied")
         await publish(bus, target(), "user-1")
-        await until(
-            slack, lambda: len(slack.method_calls("chat.update")) == 1 and bool(slack.dm_messages(ALICE_USER_ID))
+        await slack.until(
+            lambda: len(slack.method_calls("chat.update")) == 1 and bool(slack.dm_messages(ALICE_USER_ID))
         )
-        await until(slack, lambda: len(slack.thread(APPROVALS_CHANNEL_ID, ref.ts)) == 2)
+        await slack.until(lambda: len(slack.thread(APPROVALS_CHANNEL_ID, ref.ts)) == 2)
     assert any(e["event"] == "notice.rejected" for e in logs)
     for token in (APPROVAL_TOKEN, NOTICE_TOKEN):
         assert token not in repr(logs) and token not in caplog.text

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,17 +67,6 @@ async def publish(bus: Bus, snapshot: CaseSnapshot) -> None:
     assert await bus.publish(snapshot, msg_id=f"{snapshot.case_id}:{snapshot.revision}")
 
 
-async def until(slack: FakeSlack, check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait, woken by each request the fake receives, until ``check()`` holds."""
-
-    async def _wait() -> None:
-        while not check():
-            slack.call_event.clear()
-            await slack.call_event.wait()
-
-    await asyncio.wait_for(_wait(), timeout)
-
-
 def view_methods(slack: FakeSlack) -> list[str]:
     return [m for m, _ in slack.api_log if m.startswith("views.") or m.startswith("chat.")]
 
@@ -90,7 +78,7 @@ def shown(slack: FakeSlack, view_id: str) -> str:
 async def open_case(bus: Bus, slack: FakeSlack, case_id: str = "case-1") -> str:
     trigger = slack.issue_trigger(AGENT_USER_ID)
     await publish(bus, snap(1, CaseState.OPENED, case_id=case_id, trigger_id=trigger))
-    await until(slack, lambda: trigger in slack._trigger_views)
+    await slack.until(lambda: trigger in slack._trigger_views)
     return slack._trigger_views[trigger]
 
 
@@ -106,11 +94,11 @@ async def test_open_goes_first_then_updates_in_order(service: ResponderService, 
     await publish(bus, snap(1, CaseState.OPENED, trigger_id=trigger))
     await publish(bus, snap(2, CaseState.SEARCHING, trigger_id=trigger))
     await publish(bus, snap(3, CaseState.SEARCHING, trigger_id=trigger))
-    await until(slack, lambda: len(slack.method_calls("views.update")) == 2)
+    await slack.until(lambda: len(slack.method_calls("views.update")) == 2)
     assert view_methods(slack) == ["views.open", "views.update", "views.update"]
     view_id = slack._trigger_views[trigger]
     assert [c["view_id"] for c in slack.method_calls("views.update")] == [view_id, view_id]
-    await until(slack, lambda: "rev3" in shown(slack, view_id))
+    await slack.until(lambda: "rev3" in shown(slack, view_id))
     opened = slack.method_calls("views.open")[0]["view"]
     assert "Checking your access" in FakeSlack.render_text(opened)
 
@@ -121,7 +109,7 @@ async def test_stale_snapshots_are_dropped(service: ResponderService, bus: Bus, 
     await publish(bus, snap(3))
     await publish(bus, snap(2))
     await publish(bus, snap(4))
-    await until(slack, lambda: "rev4" in shown(slack, view_id))
+    await slack.until(lambda: "rev4" in shown(slack, view_id))
     rendered = [FakeSlack.render_text(c["view"]) for c in slack.method_calls("views.update")]
     assert len(rendered) == 2 and "rev3" in rendered[0] and "rev4" in rendered[1]
     record = await (await ViewStore.open(bus)).get("case-1")
@@ -146,7 +134,7 @@ async def test_a_first_snapshot_opens_without_a_lookup_and_delivered_again_is_no
     trigger = slack.issue_trigger(AGENT_USER_ID)
     first = snap(2, CaseState.SEARCHING, trigger_id=trigger, first=True)
     await publish(bus, first)
-    await until(slack, lambda: trigger in slack._trigger_views)
+    await slack.until(lambda: trigger in slack._trigger_views)
     assert lookups == []  # any lookup would have come before views.open
     store.get = real_get  # type: ignore[method-assign]
     await service.responder.wait_until_rendered("case-1", 5.0)
@@ -167,11 +155,11 @@ async def test_updates_carry_the_last_hash_and_retry_after_hash_conflict(
     view_id = await open_case(bus, slack)
     opened_hash = slack.opened_views[0]["hash"]
     await publish(bus, snap(2))
-    await until(slack, lambda: "rev2" in shown(slack, view_id))
+    await slack.until(lambda: "rev2" in shown(slack, view_id))
     assert slack.method_calls("views.update")[0]["hash"] == opened_hash
     slack.fail_next("views.update", error="hash_conflict")
     await publish(bus, snap(3))
-    await until(slack, lambda: "rev3" in shown(slack, view_id))
+    await slack.until(lambda: "rev3" in shown(slack, view_id))
     calls = slack.method_calls("views.update")
     assert len(calls) == 3
     assert calls[1]["hash"] and "hash" not in calls[2]  # same hash refused → one retry without
@@ -188,7 +176,7 @@ async def test_hash_conflict_retry_uses_the_snapshot_hash(
     outside = await service.slack.web.views_update(view_id=view_id, view=replaced)
     fresh_hash = outside["view"]["hash"]
     await publish(bus, snap(2, view=ViewRef(view_id=view_id, hash=fresh_hash)))
-    await until(slack, lambda: "rev2" in shown(slack, view_id))
+    await slack.until(lambda: "rev2" in shown(slack, view_id))
     calls = [c for c in slack.method_calls("views.update")][1:]
     assert [c.get("hash") for c in calls][-1] == fresh_hash
 
@@ -199,7 +187,7 @@ async def test_rate_limit_waits_for_retry_after(service: ResponderService, bus: 
     slack.rate_limit_next("views.update", retry_after=1)
     started = time.monotonic()
     await publish(bus, snap(2))
-    await until(slack, lambda: "rev2" in shown(slack, view_id), timeout=10)
+    await slack.until(lambda: "rev2" in shown(slack, view_id), timeout=10)
     assert time.monotonic() - started >= 1.0
     assert len(slack.method_calls("views.update")) == 2
 
@@ -211,7 +199,7 @@ async def test_expired_trigger_offers_a_reopen_button_in_the_channel(
     trigger = slack.issue_trigger(AGENT_USER_ID)
     slack.advance(4)
     await publish(bus, snap(1, CaseState.OPENED, trigger_id=trigger, channel_id=HELPDESK_CHANNEL_ID, query="jdoe"))
-    await until(slack, lambda: bool(slack.ephemerals))
+    await slack.until(lambda: bool(slack.ephemerals))
     [ephemeral] = slack.ephemerals
     assert ephemeral["user"] == AGENT_USER_ID and ephemeral["channel"] == HELPDESK_CHANNEL_ID
     [button] = ephemeral["message"]["blocks"][1]["elements"]
@@ -219,7 +207,7 @@ async def test_expired_trigger_offers_a_reopen_button_in_the_channel(
     # Later snapshots of that case do not try the dead trigger again.
     await publish(bus, snap(2, trigger_id=trigger, channel_id=HELPDESK_CHANNEL_ID))
     await publish(bus, snap(1, CaseState.OPENED, case_id="case-2", trigger_id=slack.issue_trigger(AGENT_USER_ID)))
-    await until(slack, lambda: len(slack.method_calls("views.open")) == 2)
+    await slack.until(lambda: len(slack.method_calls("views.open")) == 2)
     assert len(slack.ephemerals) == 1
 
 
@@ -230,7 +218,7 @@ async def test_expired_trigger_without_channel_sends_a_dm(
     trigger = slack.issue_trigger(AGENT_USER_ID)
     slack.advance(4)
     await publish(bus, snap(1, CaseState.OPENED, trigger_id=trigger))
-    await until(slack, lambda: bool(slack.method_calls("chat.postMessage")))
+    await slack.until(lambda: bool(slack.method_calls("chat.postMessage")))
     [dm] = slack.method_calls("chat.postMessage")
     assert dm["channel"] == AGENT_USER_ID
     assert any(e.get("action_id") == ui.ACTION_START for b in dm["blocks"] for e in b.get("elements", []))
@@ -243,7 +231,7 @@ async def test_closed_modal_is_left_alone(service: ResponderService, bus: Bus, s
     await publish(bus, snap(2))
     await publish(bus, snap(3))
     await publish(bus, snap(1, CaseState.OPENED, case_id="case-2", trigger_id=slack.issue_trigger(AGENT_USER_ID)))
-    await until(slack, lambda: len(slack.method_calls("views.open")) == 2)
+    await slack.until(lambda: len(slack.method_calls("views.open")) == 2)
     assert len(slack.method_calls("views.update")) == 1
 
 
@@ -254,7 +242,7 @@ async def test_temp_password_is_shown_once_and_never_leaks(
     caplog.set_level(logging.DEBUG)
     view_id = await open_case(bus, slack)
     await publish(bus, snap(2, CaseState.VERIFIED))
-    await until(slack, lambda: "Caller verified" in shown(slack, view_id) or bool(slack.method_calls("views.update")))
+    await slack.until(lambda: "Caller verified" in shown(slack, view_id) or bool(slack.method_calls("views.update")))
     show = ShowTempPassword(
         case_id="case-1",
         revision=3,
@@ -271,7 +259,7 @@ async def test_temp_password_is_shown_once_and_never_leaks(
         again = await bus.request(show, RenderAck, timeout=5)  # a repeat of that revision is refused
         await publish(bus, snap(3, CaseState.VERIFIED))  # same revision as the password: dropped
         await publish(bus, snap(4, CaseState.CLOSED))
-        await until(slack, lambda: "Case closed" in shown(slack, view_id))
+        await slack.until(lambda: "Case closed" in shown(slack, view_id))
     assert not again.ok
     updates = [FakeSlack.render_text(c["view"]) for c in slack.method_calls("views.update")]
     assert len(updates) == 3  # revision 2, the password (revision 3), revision 4: snapshot 3 was dropped
@@ -324,7 +312,7 @@ async def test_app_home_is_published(service: ResponderService, bus: Bus, slack:
     ]
     home = HomeSnapshot(agent=Actor(user_id=AGENT_USER_ID), recent=recent, okta_status="ok", okta_checked_at=now)
     assert await bus.publish(home)
-    await until(slack, lambda: AGENT_USER_ID in slack.home_views)
+    await slack.until(lambda: AGENT_USER_ID in slack.home_views)
     view = slack.home_views[AGENT_USER_ID]
     text = FakeSlack.render_text(view)
     assert "Start a verification" in text and "jane.doe" in text and "NATS: connected" in text
@@ -351,7 +339,7 @@ async def test_push_wait_view_refreshes_elapsed_time(responder_settings: Setting
             expires_at=datetime.now(UTC) + timedelta(minutes=5),
         )
         await responder.render_snapshot(snap(1, CaseState.CHALLENGE_SENT, trigger_id=trigger, challenge=challenge))
-        await until(slack, lambda: len(slack.method_calls("views.update")) >= 2)
+        await slack.until(lambda: len(slack.method_calls("views.update")) >= 2)
         assert "42" in FakeSlack.render_text(slack.method_calls("views.update")[-1]["view"])
     finally:
         await responder.stop()
