@@ -1,5 +1,6 @@
 """A case waiting on a push, as the worker stores it after sending one: the benches seed KV with many.
 
+verify_body, transaction_id = await send_push(http, user_id, factor_id)
 case = pending_push_case(engine, "c_1", "U0BENCH01", user_id, login, factor_id, verify_body, now, expires)
 """
 
@@ -8,11 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import httpx
+
 from services.okta_worker.case import Case, CaseEngine
 from services.okta_worker.factors import describe
 from shared.messages import Actor, CaseState, UserCard
 
 CHALLENGE_ID = "ch1"
+
+
+async def send_push(http: httpx.AsyncClient, user_id: str, factor_id: str) -> tuple[dict[str, Any], str]:
+    """``POST …/verify`` with number matching, as the worker sends a push: Okta's answer and the
+    transaction id its poll link ends with."""
+    resp = await http.post(
+        f"/api/v1/users/{user_id}/factors/{factor_id}/verify",
+        json={"useNumberMatchingChallenge": True},
+        headers={"User-Agent": "bench"},
+    )
+    body: dict[str, Any] = resp.json()
+    return body, body["_links"]["poll"]["href"].rsplit("/", 1)[1]
 
 
 def pending_push_case(

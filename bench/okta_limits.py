@@ -43,7 +43,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._cases import CHALLENGE_ID, pending_push_case
+from bench._cases import CHALLENGE_ID, pending_push_case, send_push
 from sandbox.okta import DEFAULT_API_TOKEN, OKTA_RATE_LIMITS, USERS_BUCKET, FakeOkta, PushOutcome
 from services.okta_worker.app import OktaWorkerService, check_settings
 from services.okta_worker.case import CaseEngine
@@ -192,15 +192,9 @@ async def seed_pending(okta: FakeOkta, settings: Settings, bus: Bus, n: int) -> 
         for i in range(n):
             user = okta.add_user(f"pending{i:04d}@example.com", "Pending", f"User{i}")
             factor = okta.add_factor(user.id, "push")
-            resp = await http.post(
-                f"/api/v1/users/{user.id}/factors/{factor.id}/verify",
-                json={"useNumberMatchingChallenge": True},
-                headers={"User-Agent": "bench"},
-            )
-            body = resp.json()
-            poll_url = body["_links"]["poll"]["href"]
             case_id = f"c_pending_{i:04d}"
-            tx_by_case[case_id] = poll_url.rsplit("/", 1)[1]
+            body, tx_by_case[case_id] = await send_push(http, user.id, factor.id)
+            poll_url = body["_links"]["poll"]["href"]
             case = pending_push_case(
                 engine,
                 case_id,

@@ -37,7 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._cases import CHALLENGE_ID, pending_push_case
+from bench._cases import CHALLENGE_ID, pending_push_case, send_push
 from sandbox.okta import DEFAULT_API_TOKEN, FakeOkta, PushOutcome
 from services.okta_worker.app import OktaWorkerService, check_settings
 from services.okta_worker.case import CaseEngine
@@ -225,16 +225,10 @@ async def run(nats_url: str, pushes: int, replicas: int, interval: float, spread
     sem = asyncio.Semaphore(64)
 
     async def seed(i: int, user_id: str, factor_id: str) -> None:
-        async with sem:
-            resp = await http.post(
-                f"/api/v1/users/{user_id}/factors/{factor_id}/verify",
-                json={"useNumberMatchingChallenge": True},
-                headers={"User-Agent": "bench"},
-            )
-        body = resp.json()
-        poll_url = body["_links"]["poll"]["href"]
         case_id = f"c_bench_{i:05d}"
-        tx_by_case[case_id] = poll_url.rsplit("/", 1)[1]
+        async with sem:
+            body, tx_by_case[case_id] = await send_push(http, user_id, factor_id)
+        poll_url = body["_links"]["poll"]["href"]
         case = pending_push_case(
             engine,
             case_id,
