@@ -21,6 +21,7 @@ from services.okta_worker.search import search_expression
 from shared.bus import BusError
 from shared.logging import get_logger
 from shared.messages import (
+    Actor,
     LookupSlackUser,
     SlackUserInfo,
     StartFromMessage,
@@ -65,6 +66,19 @@ def parse_request(text: str) -> tuple[str, str | None]:
 def label(user: OktaUser) -> str:
     text = f"{user.display_name} — {user.login}"
     return text if len(text) <= 75 else text[:74] + "…"
+
+
+async def _search_as(
+    ctx: WorkerContext, agent: Actor, search: Callable[[], Awaitable[list[OktaUser]]]
+) -> tuple[list[OktaUser], str | None]:
+    """``search()`` once ``agent`` is authorized: the users found, or what to tell the agent instead."""
+    try:
+        await ctx.authorizer.authorize(agent)
+        return await search(), None
+    except CaseRefused as refused:
+        return [], refused.message
+    except OktaError as exc:
+        return [], f"Okta could not be searched: {exc.message}"
 
 
 async def find_users(ctx: WorkerContext, query: str) -> list[OktaUser]:
@@ -119,14 +133,9 @@ async def start_from_message(ctx: WorkerContext, cmd: StartFromMessage, command_
     if who.lower() in HELP_WORDS:
         await answer(HELP_TEXT)
         return
-    try:
-        await ctx.authorizer.authorize(cmd.agent)
-        users = await find_users(ctx, who)
-    except CaseRefused as refused:
-        await answer(refused.message)
-        return
-    except OktaError as exc:
-        await answer(f"Okta could not be searched: {exc.message}")
+    users, refused = await _search_as(ctx, cmd.agent, lambda: find_users(ctx, who))
+    if refused is not None:
+        await answer(refused)
         return
     if not users:
         await answer(f"No Okta user matches “{who}”. Try a login, an email or a full name.")
@@ -161,14 +170,9 @@ async def workflow_step(ctx: WorkerContext, cmd: WorkflowStep, command_id: str) 
         await ctx.bus.publish(result, msg_id=f"workflow:{cmd.function_execution_id}")
 
     ticket = cmd.ticket if cmd.ticket and re.match(TICKET_PATTERN, cmd.ticket) else None
-    try:
-        await ctx.authorizer.authorize(cmd.agent)
-        users = await _caller(ctx, cmd.caller)
-    except CaseRefused as refused:
-        await fail(refused.message)
-        return
-    except OktaError as exc:
-        await fail(f"Okta could not be searched: {exc.message}")
+    users, refused = await _search_as(ctx, cmd.agent, lambda: _caller(ctx, cmd.caller))
+    if refused is not None:
+        await fail(refused)
         return
     if len(users) != 1:
         what = "No Okta user" if not users else f"{len(users)} Okta users"
